@@ -1,0 +1,3 @@
+from nanogpt_cli.main import cli
+
+cli(prog_name="nanogpt")

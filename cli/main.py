@@ -1,0 +1,44 @@
+"""Entry point of the `nanogpt` command."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from nanogpt_cli.components import components_command
+from nanogpt_cli.errors import debug_requested, report_exception
+
+
+class NanoGPTGroup(click.Group):
+    """A click group that turns every failure into one clear line and an exit code (traceback behind --debug)."""
+
+    def main(self, *args, **kwargs):
+        kwargs["standalone_mode"] = False  # we print errors ourselves
+        try:
+            result = super().main(*args, **kwargs)
+        except click.ClickException as exc:  # bad flags: click's own one-line usage error
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            click.echo("Aborted.", err=True)
+            sys.exit(1)
+        except (Exception, KeyboardInterrupt) as exc:
+            sys.exit(report_exception(exc, debug_requested()))
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+@click.group(cls=NanoGPTGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="nanogpt")
+def cli() -> None:
+    """nanogpt: a small, exact GPT whose every component is a plugin you can rewrite yourself.
+
+    Start with `nanogpt train` (trains a small GPT on the built-in corpus) or `nanogpt components`.
+    """
+
+
+cli.add_command(components_command)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,1 @@
+"""Implementation sets shipped with nanogpt: `reference` (nanochat's numerics) and `student` (skeletons to fill in)."""

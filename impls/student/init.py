@@ -1,0 +1,19 @@
+"""init (student): weight initialisation of the whole model.
+
+Contract: `init_weights(model)` sets every parameter in place: each nn.Linear ~ N(0, std) with
+std = 1/sqrt(fan_in) * min(1, sqrt(fan_out/fan_in)) (weight shape is (fan_out, fan_in)); the embedding
+`model.transformer.wte` ~ N(0, 1); then `model.lm_head` and every `c_proj` inside the blocks set to zero.
+
+Why zeros: with c_proj = 0 every block starts as the identity, and with lm_head = 0 the first loss is exactly
+ln(vocab_size) — a number you can check.
+"""
+
+import torch.nn as nn
+
+
+def init_weights(model: nn.Module) -> None:
+    raise NotImplementedError(
+        "TODO: Implement init.init_weights — normal init for every nn.Linear (std = 1/sqrt(fan_in) * "
+        "min(1, sqrt(fan_out/fan_in))) and nn.Embedding (std 1), then zero lm_head and each block's attn.c_proj and "
+        "mlp.c_proj. Reference: impls/reference/init.py"
+    )

@@ -1,0 +1,32 @@
+"""optimizer (student): Muon for the matrices in the blocks, AdamW for the embedding and the head.
+
+Contract: `setup_optimizers(model, *, unembedding_lr=0.004, embedding_lr=0.2, matrix_lr=0.02, weight_decay=0.0)`
+returns a list of optimizers in which every parameter appears in exactly one group, each group has "initial_lr"
+set to its lr, and the Muon groups have a "momentum".
+
+- AdamW(betas=(0.8, 0.95), eps=1e-10) with lm_head at unembedding_lr * s and wte at embedding_lr * s, where
+  s = (n_embd / 768) ** -0.5.
+- torch.optim.Muon(block matrices, lr=matrix_lr, momentum=0.95, nesterov=True, weight_decay=0,
+  adjust_lr_fn="original").
+
+Why Muon: it orthogonalises each matrix's update (Newton–Schulz), so every direction of the matrix moves at a
+similar rate; embeddings and the head are lookups and readouts, where AdamW is the better fit.
+"""
+
+import torch
+import torch.nn as nn
+
+
+def setup_optimizers(
+    model: nn.Module,
+    *,
+    unembedding_lr: float = 0.004,
+    embedding_lr: float = 0.2,
+    matrix_lr: float = 0.02,
+    weight_decay: float = 0.0,
+) -> list[torch.optim.Optimizer]:
+    raise NotImplementedError(
+        "TODO: Implement optimizer.setup_optimizers — split parameters into block matrices (Muon), embedding and "
+        "lm_head (AdamW, lrs scaled by (n_embd/768)**-0.5); set group['initial_lr'] = group['lr']. "
+        "Reference: impls/reference/optimizer.py"
+    )

@@ -1,0 +1,26 @@
+"""nanogpt: a small, exact, hackable GPT whose every component is a swappable plugin.
+
+    from nanogpt_core import GPTConfig, build_model
+    model = build_model(GPTConfig(sequence_len=64, vocab_size=256, n_layer=2, n_head=2, n_kv_head=1, n_embd=64),
+                        use="student:attention")
+"""
+
+from nanogpt_core.config import GPTConfig
+from nanogpt_core.contracts import COMPONENT_NAMES, COMPONENTS
+from nanogpt_core.errors import NanoGPTError
+from nanogpt_core.hookspecs import hookimpl
+from nanogpt_core.kv_cache import KVCache
+from nanogpt_core.model import GPT, build_model
+from nanogpt_core.use_spec import resolve_use
+
+__all__ = [
+    "COMPONENTS",
+    "COMPONENT_NAMES",
+    "GPT",
+    "GPTConfig",
+    "KVCache",
+    "NanoGPTError",
+    "build_model",
+    "hookimpl",
+    "resolve_use",
+]

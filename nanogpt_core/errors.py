@@ -1,0 +1,33 @@
+"""The errors a user can cause and fix. Each carries a one-line message that names the problem and the fix.
+
+The CLI prints `str(error)` for these and exits non-zero without a traceback (the traceback stays behind `--debug`);
+any other exception is a bug in the tool or in a component and is reported as such.
+"""
+
+from __future__ import annotations
+
+
+class NanoGPTError(Exception):
+    """Base class of every user-facing error."""
+
+    exit_code = 2
+
+
+class ConfigError(NanoGPTError):
+    """A model or training configuration that cannot work."""
+
+
+class UseSpecError(NanoGPTError):
+    """A `--use` spec that names an unknown implementation or component, or is malformed."""
+
+
+class RegistryError(NanoGPTError):
+    """A plugin that registers something wrong: an unknown component, or a pair someone else already registered."""
+
+
+class DataError(NanoGPTError):
+    """Training data that is missing, empty, binary or too small."""
+
+
+class CheckpointError(NanoGPTError):
+    """A checkpoint that is missing, corrupt, of another shape or of an unsupported format."""

@@ -1,0 +1,155 @@
+"""The GPT assembly: one implementation per component, each handed the parts it uses.
+
+What is *not* a component lives here, because it is the same in every GPT of this family: the token embedding,
+the head, the logit softcap and the loss. Everything else is looked up in the registry and injected:
+
+    norm       -> every normalisation: after the embedding, in each block, QK-norm inside attention, before the head
+    rotary     -> the cos/sin table built here, and the rotation attention applies to q and k
+    attention, mlp -> built per layer and handed to `block`
+    init, optimizer, generate -> called with the assembled model
+
+The module tree and state-dict keys are nanochat's (`transformer.wte.weight`, `transformer.h.0.attn.c_q.weight`, ...,
+`lm_head.weight`), so checkpoints move between the two.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from nanogpt_core.config import GPTConfig
+from nanogpt_core.contracts import COMPONENT_NAMES
+from nanogpt_core.errors import ConfigError
+from nanogpt_core.kv_cache import KVCache
+from nanogpt_core.registry import get_implementation
+from nanogpt_core.use_spec import UseSpec, format_use, resolve_use
+
+LOGIT_SOFTCAP = 15.0  # logits = 15 * tanh(z / 15): bounded, so no single logit can run away early in training
+ROTARY_TABLE_FACTOR = 10  # the cos/sin table covers 10x the training context, as nanochat's does
+ROTARY_BASE = 10000
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig, use: dict[str, str], parts: dict[str, Any]) -> None:
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.use = dict(use)  # {component: impl_set}, recorded in checkpoints
+        self.parts = dict(parts)  # {component: implementation}
+        Norm, rotary = parts["norm"], parts["rotary"]
+        Attention, MLP, Block = parts["attention"], parts["mlp"], parts["block"]
+        self.rotary = rotary
+
+        # Construction follows the order a learner meets the components in: norm, rotary, then each layer's
+        # attention and MLP, which the block receives ready-made.
+        self.emb_norm = Norm(config.n_embd)
+        self.rotary_seq_len = config.sequence_len * ROTARY_TABLE_FACTOR
+        cos, sin = rotary.precompute(self.rotary_seq_len, config.head_dim, base=ROTARY_BASE, device=_current_device())
+        # non-persistent: derived from the config, so never stored in a checkpoint
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
+        blocks = []
+        for layer_idx in range(config.n_layer):
+            attn = Attention(config, layer_idx, norm=Norm, rotary=rotary)
+            mlp = MLP(config)
+            blocks.append(Block(config, layer_idx, attn=attn, mlp=mlp, norm=Norm))
+        self.transformer = nn.ModuleDict(
+            {"wte": nn.Embedding(config.vocab_size, config.n_embd), "h": nn.ModuleList(blocks)}
+        )
+        self.final_norm = Norm(config.n_embd)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+
+    # --- the parts every GPT of this family shares -------------------------------------------------------------
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        kv_cache: KVCache | None = None,
+        loss_reduction: str = "mean",
+    ) -> torch.Tensor:
+        """idx (B, T) token ids -> logits (B, T, vocab) softcapped; with targets (B, T) -> the cross-entropy loss.
+
+        Targets equal to -1 are ignored. `loss_reduction="none"` gives per-token losses (B*T,) for bits-per-byte.
+        """
+        B, T = idx.shape
+        T0 = 0 if kv_cache is None else kv_cache.get_pos()
+        if T0 + T > self.cos.size(1):
+            raise ConfigError(
+                f"positions {T0}..{T0 + T - 1} exceed the rotary table of {self.cos.size(1)} positions "
+                f"(10 x sequence_len); use a shorter input or a larger sequence_len."
+            )
+        cos_sin = self.cos[:, T0 : T0 + T], self.sin[:, T0 : T0 + T]
+        x = self.transformer.wte(idx)
+        x = self.emb_norm(x)
+        for block in self.transformer.h:
+            x = block(x, cos_sin, kv_cache)
+        x = self.final_norm(x)
+        logits = self.lm_head(x)
+        logits = LOGIT_SOFTCAP * torch.tanh(logits / LOGIT_SOFTCAP)
+        if targets is None:
+            return logits
+        logits = logits.float()  # the loss in fp32 even under bf16 autocast
+        return F.cross_entropy(
+            logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1, reduction=loss_reduction
+        )
+
+    # --- components called with the whole model ---------------------------------------------------------------
+
+    def init_weights(self) -> None:
+        """Initialise every parameter with the `init` component (the model is built uninitialised on purpose)."""
+        self.parts["init"](self)
+        if self.cos.is_meta:  # built on the meta device: materialise the rotary table now
+            cos, sin = self.rotary.precompute(self.rotary_seq_len, self.config.head_dim, base=ROTARY_BASE,
+                                              device=self.get_device())
+            self.cos, self.sin = cos, sin
+
+    def setup_optimizers(self, **lrs: float) -> list[torch.optim.Optimizer]:
+        return self.parts["optimizer"](self, **lrs)
+
+    def generate(
+        self, tokens: list[int], max_tokens: int, temperature: float = 1.0, top_k: int | None = None, seed: int = 42
+    ) -> Iterator[int]:
+        return self.parts["generate"](self, tokens, max_tokens, temperature=temperature, top_k=top_k, seed=seed)
+
+    # --- facts about the model ---------------------------------------------------------------------------------
+
+    def new_kv_cache(self, batch_size: int, seq_len: int) -> KVCache:
+        c = self.config
+        return KVCache(batch_size, c.n_kv_head, seq_len, c.head_dim, c.n_layer)
+
+    def get_device(self) -> torch.device:
+        return self.transformer.wte.weight.device
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def estimate_flops(self) -> int:
+        """Training FLOPs per token, nanochat's formula: 6 per non-embedding parameter plus attention's 12*L*H*D*T."""
+        c = self.config
+        nparams_embedding = self.transformer.wte.weight.numel()
+        return 6 * (self.num_params() - nparams_embedding) + 12 * c.n_layer * c.n_head * c.head_dim * c.sequence_len
+
+    @property
+    def use_spec(self) -> str:
+        return format_use(self.use)
+
+
+def _current_device() -> torch.device:
+    """The device tensors are created on right now (honours `with torch.device(...)`)."""
+    return torch.empty(0).device
+
+
+def build_model(config: GPTConfig, use: UseSpec = None, device: str | torch.device | None = None) -> GPT:
+    """Assemble a GPT from the implementations `use` picks (default: all reference). Weights are uninitialised:
+    call `model.init_weights()` (or load a checkpoint) next."""
+    chosen = resolve_use(use)
+    parts = {component: get_implementation(chosen[component], component) for component in COMPONENT_NAMES}
+    if device is None:
+        return GPT(config, chosen, parts)
+    with torch.device(device):
+        return GPT(config, chosen, parts)
