@@ -1,0 +1,29 @@
+"""Shared fixtures. Tests run on CPU in fp32 unless marked `cuda`."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nanogpt_core import GPTConfig
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def tiny_config() -> GPTConfig:
+    """Small enough for fast tests, with GQA (2 query heads share 1 KV head) so head mapping is exercised."""
+    return GPTConfig(sequence_len=32, vocab_size=97, n_layer=2, n_head=4, n_kv_head=2, n_embd=64)
+
+
+@pytest.fixture(autouse=True)
+def _deterministic():
+    torch.manual_seed(0)
+    yield
