@@ -50,9 +50,9 @@ COMPONENTS: tuple[Component, ...] = (
         guarantees="normalises over the last dimension only; any parameters it owns must be trained (the optimizer "
         "component must put them in a group).",
         members=("__init__", "forward"),
-        why="RMSNorm is LayerNorm without the mean and the affine weights: cheaper, and as good in practice. It is used "
-        "five times per model: after the embedding, before attention and MLP in every block, on q and k (QK-norm), "
-        "and before the head.",
+        why="RMSNorm is LayerNorm without the mean and the affine weights: cheaper, and as good in practice. It is "
+        "used five times per model: after the embedding, before attention and MLP in every block, on q and k "
+        "(QK-norm), and before the head.",
     ),
     Component(
         name="rotary",
@@ -64,8 +64,8 @@ COMPONENTS: tuple[Component, ...] = (
         "->  (B, T, H, D), x's dtype",
         guarantees="the dot product of a rotated q at position i and a rotated k at position j depends on i - j only.",
         members=("precompute", "apply"),
-        why="Rotating pairs of channels by an angle proportional to the position makes attention scores depend on "
-        "relative offsets, with no position parameters to learn and no limit but the table's length.",
+        why="Rotating pairs of channels by an angle proportional to the position makes attention scores depend "
+        "on relative offsets, with no position parameters to learn and no limit but the table's length.",
     ),
     Component(
         name="attention",
