@@ -15,6 +15,7 @@ The module tree and state-dict keys are nanochat's (`transformer.wte.weight`, `t
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -144,12 +145,19 @@ def _current_device() -> torch.device:
     return torch.empty(0).device
 
 
-def build_model(config: GPTConfig, use: UseSpec = None, device: str | torch.device | None = None) -> GPT:
+def build_model(
+    config: GPTConfig, use: UseSpec = None, device: str | torch.device | None = None, trace: str | None = None
+) -> GPT:
     """Assemble a GPT from the implementations `use` picks (default: all reference). Weights are uninitialised:
-    call `model.init_weights()` (or load a checkpoint) next."""
+    call `model.init_weights()` (or load a checkpoint) next.
+
+    `trace` ("flow" or "stats", as `--debug`) prints the seed's config banner and one line per component constructed
+    (see `nanogpt_core.trace`)."""
+    from nanogpt_core.trace import print_config_banner, trace_construction  # the trace is optional machinery
+
     chosen = resolve_use(use)
     parts = {component: get_implementation(chosen[component], component) for component in COMPONENT_NAMES}
-    if device is None:
-        return GPT(config, chosen, parts)
-    with torch.device(device):
+    if trace:
+        print_config_banner(config)
+    with trace_construction(parts, chosen, trace), torch.device(device) if device is not None else nullcontext():
         return GPT(config, chosen, parts)
