@@ -1,14 +1,27 @@
-"""How the CLI reports failures: one clear line for a user's mistake, the traceback only behind `--debug`."""
+"""How the CLI reports failures: one clear line for a user's mistake, the traceback only behind `--debug`.
+
+An exception from component code gets a short panel instead (see `nanogpt_core.diagnose`): which component and
+method, the TODO text or the kind of bug, the contract's shapes, the reference file to read and the command to run
+again. A skeleton's TODO exits with 3, any other error inside a component with 4.
+"""
 
 from __future__ import annotations
 
+import re
+import shlex
 import sys
 import traceback
 
 import click
+from rich.console import Console
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
 
+from nanogpt_core.diagnose import Diagnosis, diagnose
 from nanogpt_core.errors import NanoGPTError
 
+_REFERENCE_TAIL = re.compile(r"\s*Reference:\s*\S+\s*$")
 EXIT_INTERRUPTED = 130  # the shell's convention for a process ended by SIGINT
 
 
@@ -18,7 +31,64 @@ def debug_requested(argv: list[str] | None = None) -> bool:
     return any(a == "--debug" or a.startswith("--debug=") for a in args)
 
 
-def report_exception(exc: BaseException, debug: bool) -> int:
+def rerun_command(argv: list[str] | None) -> str:
+    """The command the user ran, to copy and run again."""
+    args = sys.argv[1:] if argv is None else argv
+    return "nanogpt " + shlex.join(args) if args else "nanogpt"
+
+
+def use_from_argv(argv: list[str] | None) -> dict[str, str] | None:
+    """{component: impl_set} from the command's `--use`, so a diagnosis can name the swapped-in suspects."""
+    from nanogpt_core.use_spec import resolve_use
+
+    args = sys.argv[1:] if argv is None else argv
+    for i, a in enumerate(args):
+        spec = a.split("=", 1)[1] if a.startswith("--use=") else args[i + 1] if a == "--use" and i + 1 < len(args) \
+            else None
+        if spec is not None:
+            try:
+                return resolve_use(spec)
+            except Exception:
+                return None
+    return None
+
+
+def render_diagnosis(d: Diagnosis, command: str, console: Console | None = None) -> None:
+    """Print the panel for one diagnosis (to stderr by default)."""
+    console = console or Console(stderr=True, width=max(100, Console(stderr=True).width), highlight=False)
+    rows = Table.grid(padding=(0, 2))
+    rows.add_column(style="bold")
+    rows.add_column(overflow="fold")
+    if d.kind == "todo":
+        title = f"Not implemented yet: {d.where}" + (f" ({d.impl_set})" if d.impl_set else "")
+        todo = _REFERENCE_TAIL.sub("", d.message).removeprefix("TODO: ").strip()  # the reference has its own row
+        rows.add_row("TODO", Text(todo))
+    else:
+        title = f"Error in {d.where}" + (f" ({d.impl_set})" if d.impl_set else "")
+        rows.add_row("error", Text(d.error))
+    if d.file:
+        rows.add_row("your code", f"{d.file}:{d.line}" + (f"  in {d.qualname}" if d.qualname else ""))
+    if d.reference_file:
+        rows.add_row("reference", d.reference_file)
+    if d.signature:
+        rows.add_row("contract", Text(d.signature))
+    if d.shapes:
+        rows.add_row("shapes", Text(d.shapes))
+    if d.actual and d.kind != "todo":
+        rows.add_row("tensors here", Text("\n".join(d.actual)))
+    if d.suspects:
+        rows.add_row("suspects", ", ".join(d.suspects))
+    rows.add_row("hint", Text(d.hint))
+    rows.add_row("run again", Text(command, style="bold cyan"))
+    if d.component:
+        rows.add_row("check it", Text(f"nanogpt check {d.impl_set or 'student'}:{d.component}", style="cyan"))
+    style = "yellow" if d.kind == "todo" else "red"
+    console.print(Panel(rows, title=title, title_align="left", border_style=style, expand=False))
+    if d.kind != "todo" and "--debug" not in command:
+        console.print("(run again with --debug for the full traceback)")
+
+
+def report_exception(exc: BaseException, debug: bool, argv: list[str] | None = None) -> int:
     """Print what went wrong and return the exit code."""
     if debug:
         traceback.print_exception(exc)
@@ -28,6 +98,13 @@ def report_exception(exc: BaseException, debug: bool) -> int:
     if isinstance(exc, NanoGPTError):
         click.echo(f"Error: {exc}", err=True)
         return exc.exit_code
+    try:
+        diagnosis = diagnose(exc, use_from_argv(argv))
+    except Exception:  # a failing diagnosis must never hide the original error
+        diagnosis = None
+    if diagnosis is not None:
+        render_diagnosis(diagnosis, rerun_command(argv))
+        return diagnosis.exit_code
     hint = "" if debug else " (run again with --debug for the traceback)"
     click.echo(f"Error: {type(exc).__name__}: {exc}{hint}", err=True)
     return 1

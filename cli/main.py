@@ -24,7 +24,8 @@ class NanoGPTGroup(click.Group):
             click.echo("Aborted.", err=True)
             sys.exit(1)
         except (Exception, KeyboardInterrupt) as exc:
-            sys.exit(report_exception(exc, debug_requested()))
+            argv = kwargs.get("args") or (args[0] if args else None) or sys.argv[1:]
+            sys.exit(report_exception(exc, debug_requested(list(argv)), list(argv)))
         sys.exit(result if isinstance(result, int) else 0)
 
 

@@ -1,0 +1,276 @@
+"""Turn an exception raised in component code into a diagnosis a learner can act on.
+
+The seed's loop is: run, read the error, implement, run again. A raw traceback through torch internals is a poor thing
+to read, so the CLI shows a short panel instead. This module decides what goes in it, without printing anything:
+
+- which component and method raised: the traceback is walked from the innermost frame outwards to the first frame
+  whose code belongs to a registered implementation (implementation objects are mapped to their code objects);
+- for a skeleton's `NotImplementedError("TODO: ...")`: the TODO text and the reference file it names;
+- for a bug inside a component (a shape, device or dtype mismatch, NaN, a missing attribute, a wrong signature): the
+  contract's signature and shapes, the tensors the failing frame held (name, shape, dtype, device) and a hint for that
+  kind of error, from the seed's "Debugging common issues".
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import re
+import traceback
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nanogpt_core.contracts import BY_NAME, COMPONENT_NAMES
+
+TODO_PREFIX = "TODO: Implement"
+EXIT_TODO = 3  # a component is not implemented yet: the expected state while learning
+EXIT_COMPONENT_BUG = 4  # a component raised something else: a bug in that component
+REFERENCE_SET = "reference"
+_REFERENCE_RE = re.compile(r"Reference:\s*(\S+\.py)")
+_TODO_RE = re.compile(r"TODO: Implement\s+([A-Za-z_]\w*)\.([A-Za-z_]\w*)")
+MAX_LOCALS = 8
+
+
+@dataclass
+class Diagnosis:
+    kind: str  # "todo", "shape", "device", "dtype", "nonfinite", "attribute", "signature", "none-returned", "error"
+    component: str | None  # None when the error surfaced outside any component but suspects are known
+    impl_set: str | None
+    method: str | None  # "forward", "__init__", "apply", ...
+    qualname: str | None  # "CausalSelfAttention.forward"
+    file: str | None  # the implementation file (relative to the cwd when inside it)
+    line: int | None
+    error: str  # "NotImplementedError: TODO: ..." or "RuntimeError: mat1 and mat2 ..."
+    message: str  # the exception's own message (for a TODO: the TODO text)
+    reference_file: str | None
+    signature: str | None
+    shapes: str | None
+    actual: list[str] = field(default_factory=list)  # tensors held by the failing frame
+    hint: str = ""
+    suspects: list[str] = field(default_factory=list)  # non-reference components when the error surfaced elsewhere
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_TODO if self.kind == "todo" else EXIT_COMPONENT_BUG
+
+    @property
+    def where(self) -> str:
+        """`attention.forward` style: component and method."""
+        if self.component is None:
+            return "the model"
+        return f"{self.component}.{self.method}" if self.method else self.component
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__} | {"exit_code": self.exit_code}
+
+
+# --- which implementation owns a frame -------------------------------------------------------------------------
+
+
+def _codes_of(obj: Any) -> list[types.CodeType]:
+    """Every code object an implementation owns: its functions, methods, static/class methods, and nested ones."""
+    found: list[types.CodeType] = []
+
+    def add_function(fn: Any) -> None:
+        fn = inspect.unwrap(fn) if callable(fn) else fn
+        if isinstance(fn, (staticmethod, classmethod)):
+            fn = fn.__func__
+        if isinstance(fn, property):
+            for f in (fn.fget, fn.fset, fn.fdel):
+                if f is not None:
+                    add_function(f)
+            return
+        code = getattr(fn, "__code__", None)
+        if isinstance(code, types.CodeType):
+            stack = [code]
+            while stack:
+                c = stack.pop()
+                found.append(c)
+                stack.extend(k for k in c.co_consts if isinstance(k, types.CodeType))
+
+    if isinstance(obj, type):
+        for klass in obj.__mro__:
+            if klass is object or klass.__module__.startswith("torch"):
+                continue
+            for value in vars(klass).values():
+                add_function(value)
+    else:
+        add_function(obj)
+        if not hasattr(obj, "__code__"):  # a namespace object: its attributes
+            for value in vars(type(obj)).values():
+                add_function(value)
+    return found
+
+
+def _source_file(obj: Any) -> str | None:
+    try:
+        return os.path.realpath(inspect.getsourcefile(inspect.unwrap(obj) if callable(obj) else obj) or "")
+    except (TypeError, OSError):
+        return None
+
+
+@dataclass
+class _Owners:
+    by_code: dict[types.CodeType, list[tuple[str, str]]]
+    by_file: dict[str, set[str]]  # file -> components whose implementation lives there
+    sets_by_file: dict[str, list[tuple[str, str]]]
+
+
+def _owners() -> _Owners:
+    from nanogpt_core.registry import registrations  # late: the registry imports the implementations
+
+    by_code: dict[types.CodeType, list[tuple[str, str]]] = {}
+    by_file: dict[str, set[str]] = {}
+    sets_by_file: dict[str, list[tuple[str, str]]] = {}
+    for (impl_set, component), reg in registrations().items():
+        for code in _codes_of(reg.implementation):
+            by_code.setdefault(code, []).append((impl_set, component))
+        src = _source_file(reg.implementation)
+        if src:
+            by_file.setdefault(src, set()).add(component)
+            sets_by_file.setdefault(src, []).append((impl_set, component))
+    return _Owners(by_code, by_file, sets_by_file)
+
+
+def _pick(candidates: list[tuple[str, str]], use: dict[str, str] | None) -> tuple[str, str]:
+    """Among (set, component) pairs sharing one piece of code, prefer the one the model uses, then non-reference."""
+    if use:
+        for impl_set, component in candidates:
+            if use.get(component) == impl_set:
+                return impl_set, component
+    return sorted(candidates, key=lambda sc: sc[0] == REFERENCE_SET)[0]
+
+
+def locate(exc: BaseException, use: dict[str, str] | None = None) -> tuple[str, str, types.FrameType, int] | None:
+    """(impl_set, component, frame, line) of the innermost traceback frame inside a registered implementation."""
+    owners = _owners()
+    frames = list(traceback.walk_tb(exc.__traceback__))
+    for frame, line in reversed(frames):
+        code = frame.f_code
+        if code in owners.by_code:
+            impl_set, component = _pick(owners.by_code[code], use)
+            return impl_set, component, frame, line
+        path = os.path.realpath(code.co_filename)
+        components = owners.by_file.get(path)
+        if components and len(components) == 1:  # a helper function in a one-component file
+            impl_set, component = _pick(owners.sets_by_file[path], use)
+            return impl_set, component, frame, line
+    return None
+
+
+# --- what kind of error, and what to do about it ---------------------------------------------------------------
+
+_KINDS: list[tuple[str, re.Pattern[str]]] = [
+    ("device", re.compile(r"same device|device type|on (the )?(cpu|cuda|mps|meta)\b.*device", re.I)),
+    ("dtype", re.compile(r"dtype|scalar type|BFloat16|Half|expected .*Float", re.I)),
+    ("shape", re.compile(r"shape|size|dimension|cannot be multiplied|mat1|mat2|broadcast|view|reshape", re.I)),
+    ("nonfinite", re.compile(r"\bnan\b|\binf\b|non-finite|not finite", re.I)),
+]
+
+HINTS = {
+    "todo": "Open {reference} next to {file}, read it, write {where} in your own words, delete the "
+            "`raise NotImplementedError` line, and run the same command again.",
+    "shape": "Shape mismatch. Check head_dim = n_embd // n_head; q has n_head heads but k and v have n_kv_head; "
+             "view to (B, T, heads, head_dim) before transposing to (B, heads, T, head_dim), and back with "
+             ".transpose(1, 2).contiguous().view(B, T, C); a reshape must keep the number of elements.",
+    "device": "Tensors on different devices. The rotary cos/sin table must be on the model's device (use the "
+              "`device` argument of precompute); create new tensors with device=x.device, never a fixed 'cuda' or "
+              "'cpu'.",
+    "dtype": "Mixed dtypes. The rotary table is bfloat16: cast the rotated result back with .to(x.dtype); keep "
+             "the input's dtype through the component.",
+    "nonfinite": "NaN/Inf. Check the init scale (small stds, zeroed c_proj and lm_head), the eps inside the norm "
+                 "(no division by zero), the logit softcap, and the learning rates. `--debug=stats` marks the first "
+                 "component whose output is not finite.",
+    "attribute": "A missing attribute: create it in __init__ under the name the contract and the reference use "
+                 "(checkpoint keys depend on these names).",
+    "signature": "The call does not match the contract's signature: keep the parameters (and keyword-only "
+                 "arguments after `*`) exactly as the skeleton declares them.",
+    "none-returned": "A method returned None: did you forget the `return` at the end?",
+    "error": "Compare this method with the reference file, line by line.",
+}
+
+
+def classify(exc: BaseException) -> str:
+    text = str(exc)
+    if isinstance(exc, NotImplementedError) and TODO_PREFIX in text:
+        return "todo"
+    if "NoneType" in text:
+        return "none-returned"
+    if isinstance(exc, AttributeError):
+        return "attribute"
+    if isinstance(exc, TypeError) and re.search(r"argument|positional|keyword", text):
+        return "signature"
+    for kind, pattern in _KINDS:
+        if pattern.search(text):
+            return kind
+    return "error"
+
+
+def _display_path(path: str) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return path
+
+
+def _describe_locals(frame: types.FrameType) -> list[str]:
+    rows = []
+    for name, value in frame.f_locals.items():
+        if isinstance(value, torch.Tensor):
+            rows.append(f"{name}: {tuple(value.shape)} {str(value.dtype).replace('torch.', '')} {value.device}")
+        elif isinstance(value, (tuple, list)) and value and all(isinstance(v, torch.Tensor) for v in value):
+            rows.append(f"{name}: (" + ", ".join(str(tuple(v.shape)) for v in value) + ")")
+        if len(rows) >= MAX_LOCALS:
+            break
+    return rows
+
+
+def _qualname(frame: types.FrameType) -> str:
+    return getattr(frame.f_code, "co_qualname", frame.f_code.co_name)
+
+
+def diagnose(exc: BaseException, use: dict[str, str] | None = None) -> Diagnosis | None:
+    """A Diagnosis when `exc` came from component code (or is a skeleton's TODO); None for anything else.
+
+    `use` ({component: impl_set}, as `model.use`) disambiguates code shared by two sets and names the suspects when
+    an error surfaces in reference code while other components are swapped in.
+    """
+    kind = classify(exc)
+    message = str(exc)
+    found = locate(exc, use)
+    component = impl_set = method = qualname = file = None
+    line = None
+    actual: list[str] = []
+    if found is not None:
+        impl_set, component, frame, line = found
+        method = frame.f_code.co_name
+        qualname = _qualname(frame)
+        file = _display_path(frame.f_code.co_filename)
+        actual = _describe_locals(frame)
+    if kind == "todo":
+        m = _TODO_RE.search(message)
+        if m and m.group(1) in BY_NAME:
+            component, method = m.group(1), m.group(2)  # the skeleton says which method it is
+    suspects: list[str] = []
+    if use and (impl_set in (None, REFERENCE_SET)) and kind != "todo":
+        suspects = [c for c in COMPONENT_NAMES if use.get(c, REFERENCE_SET) != REFERENCE_SET]
+    if component is None and not (kind == "todo" or suspects):
+        return None
+    contract = BY_NAME.get(component) if component else None
+    ref = _REFERENCE_RE.search(message)
+    reference_file = ref.group(1) if ref else (f"impls/reference/{component}.py" if component else None)
+    hint = HINTS[kind].format(reference=reference_file, file=file or "your file",
+                              where=f"{component}.{method}" if component else "it")
+    if suspects:
+        hint = (f"The error surfaced in {'reference' if component else 'core'} code, so the likely cause is what "
+                f"your {', '.join(suspects)} returned or stored: compare its output with the contract. ") + hint
+    return Diagnosis(
+        kind=kind, component=component, impl_set=impl_set if component else None, method=method,
+        qualname=qualname, file=file, line=line, error=f"{type(exc).__name__}: {message}", message=message,
+        reference_file=reference_file, signature=contract.signature if contract else None,
+        shapes=contract.shapes if contract else None, actual=actual, hint=hint, suspects=suspects,
+    )
