@@ -8,6 +8,7 @@ import click
 
 from nanogpt_cli.components import components_command
 from nanogpt_cli.errors import debug_requested, report_exception
+from nanogpt_cli.reset import reset_command
 
 
 class NanoGPTGroup(click.Group):
@@ -39,6 +40,7 @@ def cli() -> None:
 
 
 cli.add_command(components_command)
+cli.add_command(reset_command)
 
 
 if __name__ == "__main__":

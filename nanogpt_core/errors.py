@@ -31,3 +31,11 @@ class DataError(NanoGPTError):
 
 class CheckpointError(NanoGPTError):
     """A checkpoint that is missing, corrupt, of another shape or of an unsupported format."""
+
+
+class ComponentImportError(NanoGPTError):
+    """A learner's component file that does not import (a syntax error, a missing name): the rest still runs."""
+
+
+class TrainingError(NanoGPTError):
+    """A run that cannot go on, e.g. the loss became NaN or infinite."""

@@ -3,26 +3,16 @@
 Every method starts as `raise NotImplementedError("TODO: ...")`; the message says what to write and where the
 reference lives. `nanogpt status` shows how far you are, `nanogpt check student:<component>` tests a piece, and
 `nanogpt reset student:<component>` restores a pristine skeleton (your file is backed up first).
+
+Each file is imported on its own: if one of them does not import (a syntax error while you work on it), only that
+component fails, with a one-line message naming the file, and every other command keeps working.
 """
 
 from nanogpt_core.hookspecs import hookimpl
-from nanogpt_impls.student.attention import CausalSelfAttention
-from nanogpt_impls.student.block import Block
-from nanogpt_impls.student.generate import generate
-from nanogpt_impls.student.init import init_weights
-from nanogpt_impls.student.mlp import MLP
-from nanogpt_impls.student.norm import RMSNorm
-from nanogpt_impls.student.optimizer import setup_optimizers
-from nanogpt_impls.student.rotary import Rotary
+from nanogpt_core.pristine import SKELETON_ENTRIES, import_component
 
 
 @hookimpl
 def register_components(register):
-    register("student", "norm", RMSNorm)
-    register("student", "rotary", Rotary)
-    register("student", "attention", CausalSelfAttention)
-    register("student", "mlp", MLP)
-    register("student", "block", Block)
-    register("student", "init", init_weights)
-    register("student", "optimizer", setup_optimizers)
-    register("student", "generate", generate)
+    for component, name in SKELETON_ENTRIES.items():  # norm, rotary, attention, mlp, block, init, optimizer, generate
+        register("student", component, import_component(f"{__name__}.{component}", name, component))

@@ -13,7 +13,8 @@ import torch.nn as nn
 
 def init_weights(model: nn.Module) -> None:
     raise NotImplementedError(
-        "TODO: Implement init.init_weights — normal init for every nn.Linear (std = 1/sqrt(fan_in) * "
-        "min(1, sqrt(fan_out/fan_in))) and nn.Embedding (std 1), then zero lm_head and each block's attn.c_proj and "
-        "mlp.c_proj. Reference: impls/reference/init.py"
+        "TODO: Implement init.init_weights — for every module in model.modules(): nn.Linear weights ~ N(0, std) "
+        "with std = 1/sqrt(fan_in) * min(1, sqrt(fan_out/fan_in)), nn.Embedding ~ N(0, 1); then zero "
+        "model.lm_head.weight and every c_proj weight inside model.transformer.h (under torch.no_grad()). "
+        "Reference: impls/reference/init.py"
     )

@@ -26,7 +26,9 @@ def setup_optimizers(
     weight_decay: float = 0.0,
 ) -> list[torch.optim.Optimizer]:
     raise NotImplementedError(
-        "TODO: Implement optimizer.setup_optimizers — split parameters into block matrices (Muon), embedding and "
-        "lm_head (AdamW, lrs scaled by (n_embd/768)**-0.5); set group['initial_lr'] = group['lr']. "
+        "TODO: Implement optimizer.setup_optimizers — the 2-D parameters of model.transformer.h go to "
+        "torch.optim.Muon(lr=matrix_lr, momentum=0.95, nesterov=True, weight_decay=0, adjust_lr_fn='original'); "
+        "lm_head, wte and anything left go to torch.optim.AdamW(betas=(0.8, 0.95), eps=1e-10) with lrs scaled by "
+        "(n_embd/768)**-0.5; set group['initial_lr'] = group['lr'] on every group; return [adamw, muon]. "
         "Reference: impls/reference/optimizer.py"
     )
