@@ -1,0 +1,184 @@
+"""The BPE tokenizer, nanochat's recipe: trained with `rustbpe`, run with `tiktoken`.
+
+rustbpe learns the merges fast (Rust, parallel); tiktoken encodes fast (Rust, threaded batches). The learned table
+(byte string -> rank) plus the split pattern and the special tokens is the whole tokenizer, so that is what we save:
+as plain text and JSON, never pickle, because a checkpoint should be safe to open and readable by a person.
+
+Saved files (in one directory, next to the model in a checkpoint):
+- `tokenizer.json`: format version, split pattern, special tokens and their ids, vocab size, fingerprint;
+- `tokenizer.tiktoken`: the mergeable ranks, one `base64(bytes) rank` line each (tiktoken's own text format);
+- `token_bytes.json`: the UTF-8 byte length of every token id (0 for special tokens), for bits per byte.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import tiktoken
+import torch
+
+from nanogpt_core.errors import CheckpointError, ConfigError
+
+# GPT-4's split pattern with numbers split into runs of at most two digits (nanochat's choice for small vocabularies).
+SPLIT_PATTERN = (
+    r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,2}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+"""
+)
+# nanochat's special tokens; they take the ids right after the mergeable ranks. Only <|bos|> is used in pretraining.
+SPECIAL_TOKENS = (
+    "<|bos|>",
+    "<|user_start|>",
+    "<|user_end|>",
+    "<|assistant_start|>",
+    "<|assistant_end|>",
+    "<|python_start|>",
+    "<|python_end|>",
+    "<|output_start|>",
+    "<|output_end|>",
+)
+BOS = "<|bos|>"
+# Small enough that the embedding and the output layer of a CPU demo model stay cheap, large enough that a token is
+# about a word piece (3.8 bytes per token on the built-in corpus). Training it there takes ~0.3 s on 2 CPU cores.
+DEFAULT_VOCAB_SIZE = 4096
+MIN_VOCAB_SIZE = 256 + len(SPECIAL_TOKENS)
+
+FORMAT = "nanogpt-tokenizer"
+FORMAT_VERSION = 1
+CONFIG_FILE = "tokenizer.json"
+RANKS_FILE = "tokenizer.tiktoken"
+TOKEN_BYTES_FILE = "token_bytes.json"
+TOKENIZER_FILES = (CONFIG_FILE, RANKS_FILE, TOKEN_BYTES_FILE)
+
+
+class Tokenizer:
+    """A tiktoken encoding with nanochat's special tokens, plus what training needs from it (bos id, byte lengths)."""
+
+    def __init__(self, mergeable_ranks: dict[bytes, int], pattern: str, special_tokens: dict[str, int]):
+        if BOS not in special_tokens:
+            raise ConfigError(f"a tokenizer needs the {BOS} special token (has: {', '.join(special_tokens)})")
+        self.mergeable_ranks = dict(mergeable_ranks)
+        self.pattern = pattern
+        self.special_tokens = dict(special_tokens)
+        self.enc = tiktoken.Encoding(
+            name="nanogpt", pat_str=pattern, mergeable_ranks=self.mergeable_ranks, special_tokens=self.special_tokens
+        )
+        self.bos_id = self.special_tokens[BOS]
+        self.vocab_size = self.enc.n_vocab
+        self._ranks_text = "".join(
+            f"{base64.b64encode(token).decode('ascii')} {rank}\n"
+            for token, rank in sorted(self.mergeable_ranks.items(), key=lambda item: item[1])
+        )
+        header = json.dumps({"pattern": pattern, "special_tokens": self.special_tokens}, sort_keys=True)
+        self.fingerprint = hashlib.sha256((self._ranks_text + header).encode("utf-8")).hexdigest()[:16]
+
+    # --- building ---------------------------------------------------------------------------------------------------
+
+    @classmethod
+    def train(cls, texts: Iterable[str], vocab_size: int = DEFAULT_VOCAB_SIZE) -> Tokenizer:
+        """Learn BPE merges on `texts` until the vocabulary (special tokens included) has `vocab_size` tokens.
+
+        The vocabulary ends up smaller when the text has no more pairs to merge (a tiny text); check `.vocab_size`.
+        """
+        import rustbpe
+
+        if not isinstance(vocab_size, int) or vocab_size < MIN_VOCAB_SIZE:
+            raise ConfigError(f"vocab_size must be at least {MIN_VOCAB_SIZE} (256 byte tokens + "
+                              f"{len(SPECIAL_TOKENS)} special tokens), got {vocab_size}")
+        trainer = rustbpe.Tokenizer()
+        trainer.train_from_iterator(iter(texts), vocab_size - len(SPECIAL_TOKENS), pattern=SPLIT_PATTERN)
+        ranks = {bytes(token): rank for token, rank in trainer.get_mergeable_ranks()}
+        specials = {name: len(ranks) + i for i, name in enumerate(SPECIAL_TOKENS)}
+        return cls(ranks, trainer.get_pattern(), specials)
+
+    @classmethod
+    def from_encoding(cls, enc: tiktoken.Encoding) -> Tokenizer:
+        """Wrap an existing tiktoken encoding (e.g. nanochat's `tokenizer.pkl`, once unpickled by the user)."""
+        return cls(enc._mergeable_ranks, enc._pat_str, enc._special_tokens)
+
+    # --- saving -----------------------------------------------------------------------------------------------------
+
+    def save(self, directory: str | Path) -> Path:
+        """Write the three tokenizer files into `directory` (created if needed), each atomically."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        config = {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "vocab_size": self.vocab_size,
+            "fingerprint": self.fingerprint,
+            "pattern": self.pattern,
+            "special_tokens": self.special_tokens,
+        }
+        _write_atomic(directory / RANKS_FILE, self._ranks_text)
+        _write_atomic(directory / TOKEN_BYTES_FILE, json.dumps(self.token_bytes().tolist()) + "\n")
+        _write_atomic(directory / CONFIG_FILE, json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Tokenizer:
+        """Read a tokenizer saved by `save`; CheckpointError if the files are missing, corrupt or inconsistent."""
+        directory = Path(directory)
+        missing = [name for name in TOKENIZER_FILES if not (directory / name).is_file()]
+        if missing:
+            raise CheckpointError(f"no tokenizer in {directory} (missing {', '.join(missing)}); train one with "
+                                  "`nanogpt tokenizer train --out DIR`")
+        try:
+            config = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
+            ranks = {}
+            for line in (directory / RANKS_FILE).read_text(encoding="ascii").splitlines():
+                token, rank = line.split()
+                ranks[base64.b64decode(token, validate=True)] = int(rank)
+            stored_bytes = json.loads((directory / TOKEN_BYTES_FILE).read_text(encoding="utf-8"))
+            if config.get("format") != FORMAT:
+                raise ValueError(f"format is {config.get('format')!r}, not {FORMAT!r}")
+            if config.get("version") != FORMAT_VERSION:
+                raise ValueError(f"format version {config.get('version')} is not supported (this nanogpt reads "
+                                 f"version {FORMAT_VERSION})")
+            tokenizer = cls(ranks, config["pattern"], config["special_tokens"])
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+            raise CheckpointError(f"corrupt tokenizer in {directory}: {exc}") from None
+        if tokenizer.fingerprint != config.get("fingerprint") or stored_bytes != tokenizer.token_bytes().tolist():
+            raise CheckpointError(f"corrupt tokenizer in {directory}: its files do not match each other "
+                                  "(fingerprint or token byte lengths differ); save it again")
+        return tokenizer
+
+    # --- using ------------------------------------------------------------------------------------------------------
+
+    def encode(self, text: str, prepend_bos: bool = False) -> list[int]:
+        """Token ids of `text`; special-token strings in the text are ordinary text, never special ids."""
+        ids = self.enc.encode_ordinary(text)
+        return [self.bos_id, *ids] if prepend_bos else ids
+
+    def encode_batch(self, texts: list[str], prepend_bos: bool = False, num_threads: int = 8) -> list[list[int]]:
+        """`encode` for many texts at once, on tiktoken's thread pool."""
+        batch = self.enc.encode_ordinary_batch(list(texts), num_threads=num_threads)
+        return [[self.bos_id, *ids] for ids in batch] if prepend_bos else batch
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Text of `ids`; byte sequences that are not valid UTF-8 (a cut-off character) become U+FFFD."""
+        return self.enc.decode(list(ids))
+
+    def token_bytes(self) -> torch.Tensor:
+        """int32 (vocab_size,): how many UTF-8 bytes each token stands for; 0 for special tokens and unused ids.
+
+        This is what nanochat's `token_bytes.pt` holds and what bits per byte divides by. (nanochat measures a token
+        by re-encoding its decoded string, which counts a partial UTF-8 byte as the 3 bytes of U+FFFD; we count
+        the token's real bytes, so that the bytes of a text's tokens add up to the text's byte length.)
+        """
+        lengths = [0] * self.vocab_size
+        for token, rank in self.mergeable_ranks.items():
+            lengths[rank] = len(token)
+        return torch.tensor(lengths, dtype=torch.int32)
+
+    def __repr__(self) -> str:
+        return f"Tokenizer(vocab_size={self.vocab_size}, fingerprint={self.fingerprint!r})"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
