@@ -1,0 +1,57 @@
+"""Validation bits per byte, exactly as nanochat's `evaluate_bpb`.
+
+Loss per token depends on the tokenizer (a bigger vocabulary makes fewer, harder tokens), so runs with different
+tokenizers cannot be compared by loss. Dividing the total loss by the number of bytes the targets stand for can:
+bpb = sum of nats over target tokens / (ln 2 * their total UTF-8 bytes). Special tokens (0 bytes) and ignored
+targets (-1) count in neither sum.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+
+import torch
+import torch.distributed as dist
+
+
+def _batches(loader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """A TokenLoader (anything with `next_batch`) or any iterable of (x, y) pairs, as nanochat passes."""
+    if hasattr(loader, "next_batch"):
+        while True:
+            yield loader.next_batch()
+    yield from loader
+
+
+@torch.no_grad()
+def evaluate_bpb(model: torch.nn.Module, loader: Iterable, steps: int, token_bytes: torch.Tensor) -> float:
+    """Bits per byte of `model` over `steps` batches of `loader`; `token_bytes` is `Tokenizer.token_bytes()`.
+
+    Sums over all ranks when torch.distributed is initialised. Returns inf if the targets hold no bytes at all.
+    """
+    device = model.get_device() if hasattr(model, "get_device") else next(model.parameters()).device
+    token_bytes = token_bytes.to(device)
+    total_nats = torch.tensor(0.0, dtype=torch.float32, device=device)
+    total_bytes = torch.tensor(0, dtype=torch.int64, device=device)
+    was_training = model.training
+    model.eval()
+    try:
+        batches = _batches(loader)
+        for _ in range(steps):
+            x, y = next(batches)
+            loss = model(x, y, loss_reduction="none").view(-1)  # nats per target token
+            y = y.reshape(-1)
+            valid = y >= 0  # -1 marks an ignored target: it must not index token_bytes
+            num_bytes = torch.where(valid, token_bytes[torch.where(valid, y, torch.zeros_like(y))],
+                                    torch.zeros_like(y, dtype=token_bytes.dtype))
+            total_nats += (loss.float() * (num_bytes > 0)).sum()
+            total_bytes += num_bytes.sum()
+    finally:
+        model.train(was_training)
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(total_nats, op=dist.ReduceOp.SUM)
+        dist.all_reduce(total_bytes, op=dist.ReduceOp.SUM)
+    nats, nbytes = total_nats.item(), total_bytes.item()
+    if nbytes == 0:
+        return float("inf")
+    return nats / (math.log(2) * nbytes)
