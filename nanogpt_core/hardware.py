@@ -1,0 +1,89 @@
+"""Which device a run uses, how it computes there, and how fast that device could go (for MFU).
+
+Training runs in fp32 everywhere; on CUDA the forward pass runs under bf16 autocast as nanochat's does. CPU and MPS
+stay in fp32: bf16 on CPU is slow and only approximates what the learner will compare against.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from nanogpt_core.errors import ConfigError
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+
+# Dense bf16 peak FLOP/s per GPU, from the vendors' spec sheets (no sparsity). Matched by substring, first hit wins,
+# so the more specific names come first. Used only to print MFU; an unknown GPU prints no MFU rather than a guess.
+PEAK_BF16_FLOPS: tuple[tuple[str, float], ...] = (
+    ("GB200", 2.5e15),
+    ("B200", 2.25e15),
+    ("H200", 989e12),
+    ("H100 PCIE", 756e12),
+    ("H100 NVL", 835e12),
+    ("H100", 989e12),
+    ("H800", 989e12),
+    ("GH200", 989e12),
+    ("A100", 312e12),
+    ("A800", 312e12),
+    ("L40S", 362e12),
+    ("L40", 181e12),
+    ("L4", 121e12),
+    ("A10G", 70e12),
+    ("A10", 125e12),
+    ("A6000", 155e12),
+    ("RTX 6000 ADA", 364e12),
+    ("RTX 5090", 209e12),
+    ("RTX 4090", 165e12),
+    ("RTX 3090", 71e12),
+    ("V100", 125e12),  # fp16 tensor cores: V100 has no bf16
+    ("T4", 65e12),  # fp16 tensor cores
+)
+
+
+def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
+    """'auto' picks CUDA, then MPS, then CPU. Asking for a device that is not there is a ConfigError, not a crash."""
+    if isinstance(name, torch.device):
+        return name
+    name = (name or "auto").lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    kind = name.split(":")[0]
+    if kind not in DEVICE_CHOICES:
+        raise ConfigError(f"unknown device {name!r}; choose one of {', '.join(DEVICE_CHOICES)}.")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for but torch sees no CUDA GPU; use --device cpu (or auto).")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("--device mps was asked for but this torch has no MPS backend; use --device cpu (or auto).")
+    return torch.device(name)
+
+
+def autocast_context(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA only (nanochat's mixed precision); a no-op context elsewhere."""
+    if device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def peak_flops(device: torch.device) -> float | None:
+    """The device's dense bf16 peak in FLOP/s, or None where MFU is not meaningful (CPU, MPS, unknown GPU)."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device).upper()
+    for key, flops in PEAK_BF16_FLOPS:
+        if key in name:
+            return flops
+    return None
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work so step timings measure the work, not the queueing."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()

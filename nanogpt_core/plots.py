@@ -1,0 +1,43 @@
+"""loss.png: the training loss and the validation bits per byte of a run, side by side.
+
+Two panels rather than one shared axis: the training loss is nats per token, validation is bits per byte, and
+putting different units on one axis invites a wrong comparison. Drawn with matplotlib's Agg backend (no display).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+PLOT_FILE = "loss.png"
+
+
+def plot_losses(records: list[dict[str, Any]], out_path: str | Path) -> Path:
+    """Draw train loss (raw and smoothed) and val bpb from metrics records into `out_path`, atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    train = [r for r in records if r.get("type") == "train"]
+    evals = [r for r in records if r.get("type") == "eval"]
+    fig, (ax_train, ax_val) = plt.subplots(1, 2, figsize=(11, 4))
+    if train:
+        steps = [r["step"] + 1 for r in train]  # a train record is logged after its step: the model has seen step+1
+        ax_train.plot(steps, [r["loss"] for r in train], color="tab:blue", alpha=0.3, linewidth=1, label="loss")
+        ax_train.plot(steps, [r["smooth_loss"] for r in train], color="tab:blue", linewidth=2, label="smoothed")
+        ax_train.legend()
+    ax_train.set(title="training loss", xlabel="step", ylabel="cross-entropy (nats/token)")
+    if evals:
+        ax_val.plot([r["step"] for r in evals], [r["val_bpb"] for r in evals], "o-", color="tab:orange")
+    ax_val.set(title="validation", xlabel="step", ylabel="bits per byte")
+    for ax in (ax_train, ax_val):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    out_path = Path(out_path)
+    tmp = out_path.with_name(f".{out_path.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, out_path)
+    return out_path
