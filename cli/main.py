@@ -6,9 +6,11 @@ import sys
 
 import click
 
+from nanogpt_cli.check import check_command
 from nanogpt_cli.components import components_command
 from nanogpt_cli.errors import debug_requested, report_exception
 from nanogpt_cli.reset import reset_command
+from nanogpt_cli.status import status_command
 
 
 class NanoGPTGroup(click.Group):
@@ -41,6 +43,8 @@ def cli() -> None:
 
 cli.add_command(components_command)
 cli.add_command(reset_command)
+cli.add_command(status_command)
+cli.add_command(check_command)
 
 
 if __name__ == "__main__":

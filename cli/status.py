@@ -1,0 +1,62 @@
+"""`nanogpt status`: how far each component of an implementation set is, and the next thing to do."""
+
+from __future__ import annotations
+
+import json
+
+import click
+import torch
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from nanogpt_core.pristine import STUDENT_SET
+from nanogpt_core.status import learner_status
+
+STATE_STYLE = {
+    "not started": "dim",
+    "raises TODO": "yellow",
+    "raises an error": "red",
+    "implemented": "cyan",
+    "passes contract": "green",
+    "matches reference": "bold green",
+}
+
+
+@click.command("status")
+@click.option("--use", "impl_set", default=STUDENT_SET, show_default=True, metavar="SET",
+              help="The implementation set to report on.")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@click.option("--no-checks", is_flag=True, help="Only the smoke run (faster): skip contract and reference checks.")
+def status_command(impl_set: str, as_json: bool, no_checks: bool) -> None:
+    """Show each component's state in the order a run meets it, and what to do next.
+
+    States: not started, raises TODO, raises an error, implemented, passes contract, matches reference.
+    """
+    torch.set_num_threads(1)  # tiny models: one thread is fastest, and fair on a shared machine
+    report = learner_status(impl_set, with_checks=not no_checks)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    console = Console(width=max(100, Console().width), highlight=False)
+    table = Table(title=f"nanogpt status: {impl_set}", title_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column("component", style="bold")
+    table.add_column("state")
+    table.add_column("checks", justify="right")
+    table.add_column("detail", overflow="fold")
+    for i, s in enumerate(report.components, 1):
+        checks = f"{s.checks_passed}/{s.checks_total}" if s.checks_total else ""
+        detail = (f"{s.method}: " if s.method else "") + s.message
+        table.add_row(str(i), s.component, f"[{STATE_STYLE.get(s.state, '')}]{s.state}[/]", checks,
+                      escape(detail[:160] + ("…" if len(detail) > 160 else "")))
+    console.print(table)
+    done = sum(s.done for s in report.components)
+    console.print(f"{done}/{len(report.components)} components match the reference.")
+    if report.next is not None:
+        nxt = report.next
+        console.print()
+        console.print("[bold]Next:[/] " + escape(nxt.message))
+        console.print(f"  run:   [bold cyan]{escape(nxt.command)}[/]")
+        if nxt.check_command:
+            console.print(f"  then:  [cyan]{escape(nxt.check_command)}[/]")

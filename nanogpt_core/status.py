@@ -1,0 +1,205 @@
+"""Where a learner stands: the state of every component of an implementation set, and the next thing to do.
+
+States, from least to most done:
+
+    not started        the file is byte-for-byte the pristine skeleton (student set only)
+    raises TODO        a smoke run hits the skeleton's NotImplementedError
+    raises an error    a smoke run fails inside it (a bug) — or its file does not import
+    implemented        the smoke run passes (no TODO left), but the contract checks fail
+    passes contract    every contract check passes (`nanogpt check`)
+    matches reference  and its outputs/gradients equal the reference's on the same weights (`nanogpt compare`)
+
+The smoke run is what `nanogpt train` does, on a tiny model: build (construction), `init_weights`, one forward and
+backward, optimizer setup and step, three generated tokens — in the seed's order. Each component is smoked alone,
+the others reference, so one unfinished piece never hides the state of another. The next thing to do is what a run
+with the whole set would stop at first, which is exactly what `nanogpt train --use <set>` would show.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nanogpt_core.config import GPTConfig
+from nanogpt_core.contracts import COMPONENT_NAMES
+from nanogpt_core.diagnose import TODO_PREFIX, diagnose
+from nanogpt_core.errors import ComponentImportError, UseSpecError
+from nanogpt_core.pristine import STUDENT_SET, is_pristine
+from nanogpt_core.registry import implementation_sets, registrations
+
+STATES = ("not started", "raises TODO", "raises an error", "implemented", "passes contract", "matches reference")
+DONE = "matches reference"
+# The seed's training command, for the quickest loop: one step of a depth-4 model.
+QUICK_TRAIN_FLAGS = ("--depth=4 --max_seq_len=512 --device_batch_size=1 --eval_tokens=512 --core_metric_every=-1 "
+                     "--total_batch_size=512 --num_iterations=1")
+# The order a run from pristine skeletons meets each TODO (component, method); tests/test_learner_skeletons.py
+# rebuilds it by running the skeletons, so this list cannot drift from what a learner sees.
+LEARNING_PATH: tuple[tuple[str, str], ...] = (
+    ("rotary", "precompute"),  # construction
+    ("attention", "__init__"),
+    ("mlp", "__init__"),
+    ("block", "__init__"),
+    ("init", "init_weights"),  # weight init
+    ("norm", "forward"),  # forward
+    ("block", "forward"),
+    ("attention", "forward"),
+    ("rotary", "apply"),
+    ("mlp", "forward"),
+    ("optimizer", "setup_optimizers"),  # optimizer
+    ("generate", "generate"),  # generate
+)
+COMPONENT_ORDER: tuple[str, ...] = tuple(dict.fromkeys(c for c, _ in LEARNING_PATH))
+
+
+def smoke_config() -> GPTConfig:
+    """Tiny, with grouped-query heads (2 query heads share 1 KV head)."""
+    return GPTConfig(sequence_len=16, vocab_size=64, n_layer=2, n_head=2, n_kv_head=1, n_embd=32)
+
+
+def smoke_run(use: str | dict[str, str] | None, config: GPTConfig | None = None,
+              wrap: Callable[[Any], Any] | None = None) -> str:
+    """Run a tiny model through every phase `nanogpt train` uses, in the seed's order; raise what it raises.
+
+    Returns the name of the last phase reached ("generate" when all pass). A non-finite loss raises
+    FloatingPointError, as training would be meaningless."""
+    from nanogpt_core.model import build_model  # late: keeps `import nanogpt_core.status` light
+
+    config = config or smoke_config()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = build_model(config, use=use)  # construction
+        model.init_weights()  # weight init
+        x = torch.randint(0, config.vocab_size, (2, config.sequence_len))
+        loss = model(x, targets=torch.roll(x, -1, dims=1))  # forward
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"the loss is {loss.item()} (NaN/Inf) after one forward")
+        loss.backward()
+        optimizers = model.setup_optimizers()  # optimizer
+        for opt in optimizers:
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        tokens = list(model.generate([1, 2, 3], 3, temperature=0.0))  # generate
+        if len(tokens) != 3 or not all(isinstance(t, int) for t in tokens):
+            raise ValueError(f"generate yielded {tokens!r}; expected 3 ints")
+    return "generate"
+
+
+@dataclass
+class ComponentStatus:
+    component: str
+    state: str
+    method: str | None = None  # the method that raised, for "raises TODO" / "raises an error"
+    message: str = ""  # the TODO text, the error, or the failing checks
+    checks_passed: int | None = None
+    checks_total: int | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.state == DONE
+
+
+@dataclass
+class NextStep:
+    component: str | None
+    method: str | None
+    message: str
+    command: str
+    check_command: str | None = None
+
+
+@dataclass
+class StatusReport:
+    impl_set: str
+    components: list[ComponentStatus] = field(default_factory=list)
+    next: NextStep | None = None
+    checks_available: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _failure(component: str, exc: BaseException, use: dict[str, str]) -> ComponentStatus:
+    d = diagnose(exc, use)
+    if isinstance(exc, NotImplementedError) and TODO_PREFIX in str(exc):
+        return ComponentStatus(component, "raises TODO", d.method if d else None, str(exc))
+    method = d.method if d and d.component == component else None
+    return ComponentStatus(component, "raises an error", method, f"{type(exc).__name__}: {exc}")
+
+
+def component_status(impl_set: str, component: str, directory: Path | None = None,
+                     with_checks: bool = True) -> ComponentStatus:
+    """The state of one component of `impl_set` (see the module docstring)."""
+    use = {component: impl_set}
+    try:
+        smoke_run(use)
+    except ComponentImportError as exc:
+        return ComponentStatus(component, "raises an error", None, str(exc))
+    except Exception as exc:
+        status = _failure(component, exc, use)
+        has_workspace = directory is not None or impl_set == STUDENT_SET
+        if status.state == "raises TODO" and has_workspace and is_pristine(component, directory):
+            status.state = "not started"
+        return status
+    if not with_checks:
+        return ComponentStatus(component, "implemented")
+    from nanogpt_core.checks import matches_reference, run_checks
+
+    results = run_checks(impl_set, [component])
+    ran = [r for r in results if r.passed is not None]
+    failed = [r for r in ran if not r.passed]
+    status = ComponentStatus(component, "implemented", checks_passed=len(ran) - len(failed), checks_total=len(ran))
+    if failed:
+        status.message = "; ".join(f"{r.name}: {r.diagnosis or r.detail}" for r in failed[:3])
+        return status
+    status.state = "passes contract"
+    match = matches_reference(impl_set, component)
+    passed = match.passed if hasattr(match, "passed") else bool(match)
+    if passed:
+        status.state = DONE
+    else:
+        status.message = f"differs from reference: {getattr(match, 'diagnosis', '') or getattr(match, 'detail', '')}"
+    return status
+
+
+def next_step(impl_set: str, statuses: list[ComponentStatus]) -> NextStep:
+    """What a run with the whole set stops at first; else the first component not yet matching the reference."""
+    provided = [s.component for s in statuses]
+    use = {c: impl_set for c in provided}
+    try:
+        smoke_run(use)
+    except Exception as exc:
+        d = diagnose(exc, use)
+        component = d.component if d else None
+        if component is not None:
+            todo = isinstance(exc, NotImplementedError)
+            return NextStep(
+                component, d.method,
+                str(exc) if todo else f"fix {component}.{d.method}: {type(exc).__name__}: {exc}",
+                f"nanogpt train --use {impl_set}:{component} {QUICK_TRAIN_FLAGS}",
+                f"nanogpt check {impl_set}:{component}",
+            )
+        return NextStep(None, None, f"a run with the whole set fails: {type(exc).__name__}: {exc}",
+                        f"nanogpt train --use {impl_set} {QUICK_TRAIN_FLAGS} --debug")
+    for s in statuses:
+        if not s.done:
+            message = f"{s.component} runs but is not done ({s.state}): {s.message}".strip()
+            return NextStep(s.component, None, message, f"nanogpt check {impl_set}:{s.component}",
+                            f"nanogpt compare --use {impl_set}:{s.component}")
+    return NextStep(None, None, "every component matches the reference: train your whole set and compare the loss "
+                    "curves.", f"nanogpt train --use {impl_set}", f"nanogpt compare --use {impl_set}")
+
+
+def learner_status(impl_set: str = STUDENT_SET, directory: Path | None = None,
+                   with_checks: bool = True) -> StatusReport:
+    """The state of every component `impl_set` provides, in the order a run meets them, and the next step."""
+    if impl_set not in implementation_sets():
+        raise UseSpecError(f"unknown implementation set {impl_set!r}; available: {', '.join(implementation_sets())}.")
+    regs = registrations()
+    order = [c for c in COMPONENT_ORDER if c in COMPONENT_NAMES] + [c for c in COMPONENT_NAMES
+                                                                   if c not in COMPONENT_ORDER]
+    statuses = [component_status(impl_set, c, directory, with_checks) for c in order if (impl_set, c) in regs]
+    return StatusReport(impl_set, statuses, next_step(impl_set, statuses), with_checks)
