@@ -8,9 +8,11 @@ import click
 
 from nanogpt_cli.check import check_command
 from nanogpt_cli.components import components_command
+from nanogpt_cli.data import data_group
 from nanogpt_cli.errors import debug_requested, report_exception
 from nanogpt_cli.reset import reset_command
 from nanogpt_cli.status import status_command
+from nanogpt_cli.tokenizer import tokenizer_group
 
 
 class NanoGPTGroup(click.Group):
@@ -42,6 +44,8 @@ def cli() -> None:
 
 
 cli.add_command(components_command)
+cli.add_command(data_group)
+cli.add_command(tokenizer_group)
 cli.add_command(reset_command)
 cli.add_command(status_command)
 cli.add_command(check_command)

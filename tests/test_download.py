@@ -1,0 +1,216 @@
+"""Downloads against a local HTTP server on 127.0.0.1 (never a real host): resume, checksums, manifest, CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from nanogpt_cli.main import cli
+from nanogpt_core import download
+from nanogpt_core.download import DATASETS, Dataset, data_dir, download_dataset, sha256_of
+from nanogpt_core.errors import ConfigError, DataError
+
+SHARED_SHAKESPEARE = Path("/work/shared/data/tinyshakespeare.txt")
+BODY = bytes(range(256)) * 40  # 10,240 bytes
+SHA = hashlib.sha256(BODY).hexdigest()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Serves `server.files`; honours `Range: bytes=N-` unless `server.ranges` is off; can drop a connection."""
+
+    def do_GET(self):
+        server = self.server
+        server.requests.append((self.path, self.headers.get("Range")))
+        data = server.files.get(self.path)
+        if data is None:
+            self.send_error(404)
+            return
+        start, wanted = 0, self.headers.get("Range")
+        if wanted and server.ranges:
+            start = int(wanted.removeprefix("bytes=").split("-")[0])
+            if start >= len(data):
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(data)}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        else:
+            self.send_response(200)
+        body = data[start:]
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        cut, server.cut_after = server.cut_after, None  # drop only the first response
+        self.wfile.write(body if cut is None else body[:cut])
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server():
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    httpd.files, httpd.requests, httpd.ranges, httpd.cut_after = {}, [], True, None
+    httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture
+def datasets(monkeypatch):
+    """Two throwaway datasets: one file with a published checksum, and a sharded one without."""
+    monkeypatch.setitem(DATASETS, "one", Dataset("one", "test file", "http://unused.invalid", "input.txt",
+                                                 known={"input.txt": (len(BODY), SHA)}))
+    monkeypatch.setitem(DATASETS, "shards", Dataset("shards", "test shards", "http://unused.invalid",
+                                                    "shard_{i:05d}.parquet", max_shards=3))
+    monkeypatch.delenv(download.ENV_BASE_URL, raising=False)
+
+
+def fetch(name, server, tmp_path, **kwargs):
+    return download_dataset(name, directory=tmp_path, base_url=server.url, progress=False, retry_wait=0,
+                            log=lambda line: None, **kwargs)
+
+
+def test_download_verifies_published_checksum_and_skips_a_second_time(server, datasets, tmp_path):
+    server.files["/one/input.txt"] = BODY
+    target = fetch("one", server, tmp_path)
+    assert target == tmp_path / "one"
+    assert (target / "input.txt").read_bytes() == BODY
+    assert not (target / "input.txt.part").exists()
+    assert server.requests == [("/one/input.txt", None)]
+    fetch("one", server, tmp_path)
+    assert len(server.requests) == 1  # already here and intact: nothing fetched
+
+
+def test_partial_file_is_resumed_with_a_range_request(server, datasets, tmp_path):
+    server.files["/one/input.txt"] = BODY
+    (tmp_path / "one").mkdir()
+    (tmp_path / "one" / "input.txt.part").write_bytes(BODY[:3000])
+    fetch("one", server, tmp_path)
+    assert server.requests == [("/one/input.txt", "bytes=3000-")]
+    assert (tmp_path / "one" / "input.txt").read_bytes() == BODY
+
+
+def test_interrupted_download_keeps_its_part_and_the_next_run_resumes(server, datasets, tmp_path):
+    server.files["/one/input.txt"] = BODY
+    server.cut_after = 4096
+    with pytest.raises(DataError, match="run the same command again to resume from the 4,096 bytes"):
+        fetch("one", server, tmp_path, retries=1)
+    assert (tmp_path / "one" / "input.txt.part").stat().st_size == 4096
+    assert not (tmp_path / "one" / "input.txt").exists()
+    fetch("one", server, tmp_path)
+    assert server.requests[-1] == ("/one/input.txt", "bytes=4096-")
+    assert (tmp_path / "one" / "input.txt").read_bytes() == BODY
+
+
+def test_retry_resumes_within_one_run(server, datasets, tmp_path):
+    server.files["/one/input.txt"] = BODY
+    server.cut_after = 100
+    fetch("one", server, tmp_path, retries=2)
+    assert [r[1] for r in server.requests] == [None, "bytes=100-"]
+    assert sha256_of(tmp_path / "one" / "input.txt") == SHA
+
+
+def test_server_without_range_support_restarts_the_file(server, datasets, tmp_path):
+    server.files["/one/input.txt"] = BODY
+    server.ranges = False
+    (tmp_path / "one").mkdir()
+    (tmp_path / "one" / "input.txt.part").write_bytes(b"stale bytes that must not stay in front")
+    fetch("one", server, tmp_path)
+    assert (tmp_path / "one" / "input.txt").read_bytes() == BODY
+
+
+def test_checksum_mismatch_is_an_error_and_removes_the_file(server, datasets, tmp_path):
+    server.files["/one/input.txt"] = BODY[:-1] + b"X"  # right size, wrong content
+    with pytest.raises(DataError, match="checksum mismatch .*sha256 .* expected " + SHA):
+        fetch("one", server, tmp_path)
+    assert list((tmp_path / "one").glob("input.txt*")) == []
+
+
+def test_corrupt_existing_file_is_fetched_again(server, datasets, tmp_path):
+    server.files["/one/input.txt"] = BODY
+    fetch("one", server, tmp_path)
+    (tmp_path / "one" / "input.txt").write_bytes(b"damaged")
+    fetch("one", server, tmp_path)
+    assert (tmp_path / "one" / "input.txt").read_bytes() == BODY and len(server.requests) == 2
+
+
+def test_shards_without_published_checksums_are_recorded_then_verified(server, datasets, tmp_path):
+    shards = {f"/shards/shard_{i:05d}.parquet": bytes([i]) * (1000 + i) for i in range(3)}
+    server.files.update(shards)
+    target = fetch("shards", server, tmp_path, shards=2)
+    assert sorted(p.name for p in target.glob("*.parquet")) == ["shard_00000.parquet", "shard_00001.parquet"]
+    import json
+
+    manifest = json.loads((target / "manifest.json").read_text())["files"]
+    expected = hashlib.sha256(shards["/shards/shard_00001.parquet"]).hexdigest()
+    assert manifest["shard_00001.parquet"]["sha256"] == expected
+    assert manifest["shard_00001.parquet"]["size"] == 1001
+    # the source changes; a deleted shard fetched again no longer matches what was recorded
+    (target / "shard_00001.parquet").unlink()
+    server.files["/shards/shard_00001.parquet"] = b"different bytes"
+    with pytest.raises(DataError, match="checksum mismatch"):
+        fetch("shards", server, tmp_path, shards=2)
+    assert not (target / "shard_00001.parquet").exists()
+    with pytest.raises(ConfigError, match="between 1 and 3"):
+        fetch("shards", server, tmp_path, shards=4)
+
+
+def test_missing_file_is_a_one_line_error(server, datasets, tmp_path):
+    with pytest.raises(DataError, match="HTTP 404"):
+        fetch("one", server, tmp_path)
+
+
+def test_cli_download_against_local_server(server, datasets, tmp_path, monkeypatch):
+    server.files["/one/input.txt"] = BODY
+    monkeypatch.setenv(download.ENV_BASE_URL, server.url)
+    monkeypatch.setenv(download.ENV_DATA_DIR, str(tmp_path))
+    result = CliRunner().invoke(cli, ["data", "download", "one"])
+    assert result.exit_code == 0, result.output
+    assert f"Ready: {tmp_path / 'one'}" in result.output
+    assert (tmp_path / "one" / "input.txt").read_bytes() == BODY
+    server.files["/one/input.txt"] = b"tampered"
+    result = CliRunner().invoke(cli, ["data", "download", "one", "--dir", str(tmp_path / "other")])
+    assert result.exit_code == 2
+    assert "Error: checksum mismatch" in result.output and "Traceback" not in result.output
+    result = CliRunner().invoke(cli, ["data", "download", "nope"])
+    assert result.exit_code == 2 and "unknown dataset 'nope'; choose one of:" in result.output
+
+
+def test_data_dir_precedence(monkeypatch, tmp_path):
+    monkeypatch.setenv(download.ENV_DATA_DIR, str(tmp_path / "env"))
+    assert data_dir() == tmp_path / "env"
+    assert data_dir(tmp_path / "flag") == tmp_path / "flag"
+    monkeypatch.delenv(download.ENV_DATA_DIR)
+    assert data_dir() == Path("~/.cache/nanogpt/data").expanduser()
+
+
+def test_registry_entries():
+    shakespeare = DATASETS["tinyshakespeare"]
+    assert shakespeare.file_names() == ["input.txt"]
+    assert shakespeare.base_url.startswith("https://raw.githubusercontent.com/karpathy/char-rnn/")
+    fineweb = DATASETS["fineweb-edu"]
+    assert fineweb.file_names(2) == ["shard_00000.parquet", "shard_00001.parquet"]
+    assert fineweb.file_names(1823)[-1] == "shard_01822.parquet"
+    with pytest.raises(ConfigError):
+        shakespeare.file_names(2)
+
+
+@pytest.mark.skipif(not SHARED_SHAKESPEARE.exists(), reason="no local copy of tinyshakespeare")
+def test_tinyshakespeare_checksum_constant_matches_the_real_file(server, tmp_path, monkeypatch):
+    monkeypatch.delenv(download.ENV_BASE_URL, raising=False)
+    size, sha = DATASETS["tinyshakespeare"].known["input.txt"]
+    assert SHARED_SHAKESPEARE.stat().st_size == size == 1_115_394
+    assert sha256_of(SHARED_SHAKESPEARE) == sha
+    server.files["/tinyshakespeare/input.txt"] = SHARED_SHAKESPEARE.read_bytes()
+    target = fetch("tinyshakespeare", server, tmp_path)
+    assert sha256_of(target / "input.txt") == sha
