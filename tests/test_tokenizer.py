@@ -137,3 +137,20 @@ def test_load_errors(tok, tmp_path):
     (tmp_path / RANKS_FILE).write_text("not base64!! x\n")
     with pytest.raises(CheckpointError, match="corrupt"):
         Tokenizer.load(tmp_path)
+
+
+def test_cli_tokenizer_train_saves_a_loadable_tokenizer(tmp_path):
+    from click.testing import CliRunner
+
+    from nanogpt_cli.main import cli
+
+    data = tmp_path / "data.txt"
+    data.write_text("\n\n".join(TRAIN_TEXT * 3), encoding="utf-8")
+    out = tmp_path / "tok"
+    result = CliRunner().invoke(cli, ["tokenizer", "train", "--vocab-size", "290", "--data", str(data),
+                                      "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    loaded = Tokenizer.load(out)
+    assert loaded.vocab_size == 290 and loaded.fingerprint in result.output
+    result = CliRunner().invoke(cli, ["tokenizer", "train", "--vocab-size", "100", "--data", str(data)])
+    assert result.exit_code == 2 and "Error: vocab_size must be at least 265" in result.output
