@@ -40,6 +40,7 @@ class Bench:
     component: str
     config: GPTConfig
     device: torch.device = torch.device("cpu")
+    use: dict[str, str] | None = None  # the whole model's choice, for probes of a mixed model; default: this one
 
     def impl(self, component: str | None = None) -> Any:
         name = component or self.component
@@ -71,7 +72,8 @@ class Bench:
 
     def model(self, device: str | torch.device | None = None) -> GPT:
         """The whole GPT with this component from the set under test and every other component reference."""
-        return build_model(self.config, use={self.component: self.impl_set}, device=device or self.device)
+        use = self.use or {self.component: self.impl_set}
+        return build_model(self.config, use=use, device=device or self.device)
 
     def cos_sin(self, seq_len: int, rotary: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
         rotary = rotary or self.ref("rotary")

@@ -105,17 +105,17 @@ class CheckResult:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["numbers"] = _jsonable(self.numbers)
+        data["numbers"] = jsonable(self.numbers)
         data["status"] = self.status
         data["hint"] = self.hint
         return data
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, torch.Tensor):
         return value.tolist()
     if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
