@@ -173,7 +173,8 @@ def fetch_file(
     if problem:
         part.unlink()
         raise DataError(f"checksum mismatch for {url}: {problem}; the file was removed, run the command again "
-                        "(if it keeps failing, the source changed)")
+                        f"(if it keeps failing, the source changed: to accept the new file, delete its entry in "
+                        f"{dest.parent / MANIFEST})")
     os.replace(part, dest)
     return digest, True
 
