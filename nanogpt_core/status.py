@@ -126,8 +126,11 @@ def _failure(component: str, exc: BaseException, use: dict[str, str]) -> Compone
     d = diagnose(exc, use)
     if isinstance(exc, NotImplementedError) and TODO_PREFIX in str(exc):
         return ComponentStatus(component, "raises TODO", d.method if d else None, str(exc))
-    method = d.method if d and d.component == component else None
-    return ComponentStatus(component, "raises an error", method, f"{type(exc).__name__}: {exc}")
+    if d is not None and d.component == component:
+        return ComponentStatus(component, "raises an error", d.method, f"{type(exc).__name__}: {exc}")
+    surfaced = f"{d.where} ({d.impl_set})" if d is not None and d.component else "the core"
+    return ComponentStatus(component, "raises an error", None, f"{type(exc).__name__}: {exc} — raised in {surfaced}, "
+                           f"so check what your {component} returns against its contract")
 
 
 def component_status(impl_set: str, component: str, directory: Path | None = None,

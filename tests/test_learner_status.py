@@ -1,0 +1,121 @@
+"""`nanogpt status`: each component's state in the order a run meets it, and the next thing to do — on a learner
+workspace made at test time (pristine files, a finished one, a buggy one), never the real student folder."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+from test_learner_support import _one_thread, registered  # noqa: F401
+
+from nanogpt_cli.main import cli
+from nanogpt_core.pristine import load_set_from_dir, write_pristine_dir
+from nanogpt_core.status import COMPONENT_ORDER, learner_status
+
+FINISHED_MLP = '''\
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class MLP(nn.Module):
+    def __init__(self, config) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=False)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=False)
+
+    def forward(self, x):
+        return self.c_proj(F.relu(self.c_fc(x)).square())
+'''
+RELU_MLP = FINISHED_MLP.replace(".square()", "")  # runs, but fails the contract (relu instead of relu²)
+WRONG_NORM = '''\
+import torch.nn as nn
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x):
+        return x[..., : x.size(-1) // 2]  # a shape bug
+'''
+STARTED_BLOCK_SUFFIX = "\n# I have started reading the reference\n"
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    directory = write_pristine_dir(tmp_path_factory.mktemp("ws"))
+    (directory / "mlp.py").write_text(FINISHED_MLP)
+    (directory / "norm.py").write_text(WRONG_NORM)
+    (directory / "block.py").write_text((directory / "block.py").read_text() + STARTED_BLOCK_SUFFIX)
+    with registered(load_set_from_dir("ws", directory), "test-ws-status"):
+        yield "ws", directory
+
+
+@pytest.fixture(scope="module")
+def report(workspace):
+    impl_set, directory = workspace
+    return learner_status(impl_set, directory=directory)
+
+
+def test_components_come_in_the_order_a_run_meets_them(report):
+    assert [s.component for s in report.components] == list(COMPONENT_ORDER)
+    assert COMPONENT_ORDER[:5] == ("rotary", "attention", "mlp", "block", "init")
+
+
+def test_each_state(report):
+    by = {s.component: s for s in report.components}
+    assert by["rotary"].state == "not started" and by["rotary"].method == "precompute"
+    assert by["attention"].state == "not started"
+    assert by["attention"].message.startswith("TODO: Implement attention.__init__")
+    assert by["block"].state == "raises TODO"  # edited, so started, but still the skeleton's TODO
+    # the norm's bad output breaks the reference attention's c_q: the status still blames the norm
+    assert by["norm"].state == "raises an error" and "mat1 and mat2 shapes cannot be multiplied" in by["norm"].message
+    assert "raised in attention.forward (reference), so check what your norm returns" in by["norm"].message
+    assert by["mlp"].state == "matches reference"
+    assert by["mlp"].checks_total and by["mlp"].checks_passed == by["mlp"].checks_total
+
+
+def test_next_step_is_what_a_run_with_the_whole_set_stops_at(report):
+    nxt = report.next
+    assert (nxt.component, nxt.method) == ("rotary", "precompute")
+    assert nxt.message.startswith("TODO: Implement rotary.precompute")
+    assert nxt.command.startswith("nanogpt train --use ws:rotary --depth=4 --max_seq_len=512")
+    assert nxt.check_command == "nanogpt check ws:rotary"
+
+
+def test_a_component_that_runs_but_breaks_the_contract_is_only_implemented(tmp_path):
+    directory = write_pristine_dir(tmp_path / "relu")
+    (directory / "mlp.py").write_text(RELU_MLP)
+    with registered(load_set_from_dir("relu", directory, ["mlp"]), "test-relu"):
+        report = learner_status("relu", directory=directory)
+    [mlp] = report.components
+    assert mlp.state == "implemented"
+    assert mlp.checks_passed < mlp.checks_total and "relu" in mlp.message
+    assert report.next.component == "mlp" and report.next.command == "nanogpt check relu:mlp"
+
+
+def test_without_checks_a_running_set_is_implemented_and_points_to_check():
+    report = learner_status("reference", with_checks=False)
+    assert {s.state for s in report.components} == {"implemented"}
+    # nothing raises; without the checks no component counts as done, so the next step is to check the first
+    assert report.next.component == "rotary" and report.next.command == "nanogpt check reference:rotary"
+
+
+def test_cli_status_json_and_table(workspace):
+    impl_set, _ = workspace
+    result = CliRunner().invoke(cli, ["status", "--use", impl_set, "--no-checks", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert [c["component"] for c in data["components"]] == list(COMPONENT_ORDER)
+    assert data["next"]["component"] == "rotary"
+    table = CliRunner().invoke(cli, ["status", "--use", impl_set, "--no-checks"])
+    assert table.exit_code == 0
+    assert "Next: TODO: Implement rotary.precompute" in table.output
+    assert "nanogpt train --use ws:rotary" in table.output
+
+
+def test_cli_status_unknown_set():
+    result = CliRunner().invoke(cli, ["status", "--use", "nope"])
+    assert result.exit_code == 2 and "unknown implementation set 'nope'" in result.output
