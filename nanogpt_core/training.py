@@ -183,6 +183,22 @@ def apply_schedule(optimizers: list[torch.optim.Optimizer], step: int, settings:
     return lrm
 
 
+def accumulate_gradients(model, loader, accum: int, autocast=None) -> float:
+    """Forward and backward `accum` micro-batches; the gradients sum to those of the mean loss over all of them.
+
+    Each micro-batch loss is divided by `accum` because backward() adds into .grad: the sum of accum means / accum
+    is the mean over the whole batch (every micro-batch has the same number of tokens). Returns that mean loss.
+    """
+    losses = []
+    for _ in range(accum):
+        x, y = loader.next_batch()
+        with autocast if autocast is not None else contextlib.nullcontext():
+            loss = model(x, y)
+        losses.append(loss.detach())
+        (loss / accum).backward()
+    return torch.stack(losses).mean().item()
+
+
 def default_run_dir(root: str | Path = RUNS_DIR) -> Path:
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     path = Path(root) / stamp
@@ -234,6 +250,10 @@ def resume_settings(checkpoint: str | Path, overrides: dict[str, Any]) -> TrainS
                                   f"{getattr(settings, name)}; a resumed run keeps the model's shape and data "
                                   f"(drop the flag, or start a new run).")
         setattr(settings, name, value)
+    if "out" not in overrides:
+        settings.out = str(run_dir_of(folder))  # continue in the run's own folder, wherever it was started from
+    if "debug" not in overrides:
+        settings.debug = None  # the trace is for the run it was asked for, not for every resume of it
     return settings
 
 
@@ -444,14 +464,8 @@ def train(
                 t0 = time.time()
                 first = step == start_step
                 with trace.tracing(model, settings.debug) if (trace and first) else contextlib.nullcontext():
-                    micro_losses = []  # an interrupt in here leaves weights and optimizer as at the boundary
-                    for _ in range(accum):
-                        x, y = train_loader.next_batch()
-                        with autocast:
-                            loss = train_model(x, y)
-                        micro_losses.append(loss.detach())
-                        (loss / accum).backward()
-                train_loss = torch.stack(micro_losses).mean().item()
+                    # an interrupt in here leaves weights and optimizer as they were at the step boundary
+                    train_loss = accumulate_gradients(train_model, train_loader, accum, autocast)
                 if not math.isfinite(train_loss):
                     raise TrainingError(_divergence_message(step, train_loss, result, settings))
                 grad_norm = None

@@ -1,0 +1,123 @@
+"""`nanogpt train`: nanochat's `base_train` flags (dashes or underscores), on the built-in corpus by default.
+
+    nanogpt train                                   # the CPU demo: ~5 minutes on 2 cores, learns visibly
+    nanogpt train --depth=4 --max_seq_len=512 --device_batch_size=1 --eval_tokens=512 \\
+        --core_metric_every=-1 --total_batch_size=512 --num_iterations=1      # the seed's command, verbatim
+    nanogpt train --use student:attention           # your attention, the reference everywhere else
+    nanogpt train --resume runs/20250101-120000     # continue a run exactly where it stopped
+
+Every default lives in `TrainSettings`; a flag left out keeps it (and, when resuming, keeps the checkpoint's value).
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+import click
+from click.core import ParameterSource
+
+from nanogpt_core.hardware import DEVICE_CHOICES
+from nanogpt_core.training import TrainSettings, resolve_resume, resume_settings, train
+
+_DEFAULTS = {f.name: f.default for f in fields(TrainSettings)}
+
+
+def _flag(name: str, type_, help_: str, *extra: str):
+    """An option spelled `--max-seq-len` and `--max_seq_len`, defaulting to TrainSettings' value (shown in help)."""
+    dashed = "--" + name.replace("_", "-")
+    spellings = [dashed, "--" + name] if "_" in name else [dashed]
+    default = _DEFAULTS.get(name)
+    shown = "" if default is None else f" [default: {default}]"
+    return click.option(*spellings, *extra, name, type=type_, default=None, help=help_ + shown)
+
+
+OPTIONS = [
+    # model
+    _flag("depth", int, "Transformer layers; width = 64 x depth, heads of 128 (nanochat's sizing)."),
+    _flag("max_seq_len", int, "Context length in tokens."),
+    _flag("n_embd", int, "Override the width derived from --depth."),
+    _flag("n_head", int, "Override the number of query heads."),
+    _flag("n_kv_head", int, "Override the number of key/value heads (fewer than --n-head: grouped-query attention)."),
+    _flag("vocab_size", int, "Vocabulary of the tokenizer trained for this run (tokenizer's default if omitted)."),
+    _flag("use", str, "Implementations to use, e.g. 'student:attention' or 'student' (default: all reference)."),
+    # batch and horizon
+    _flag("device_batch_size", int, "Sequences per forward pass on each device."),
+    _flag("total_batch_size", int, "Tokens per optimizer step (gradient accumulation fills the gap)."),
+    _flag("num_iterations", int, "Optimizer steps."),
+    # optimisation
+    _flag("embedding_lr", float, "AdamW learning rate of the token embedding."),
+    _flag("unembedding_lr", float, "AdamW learning rate of the output head."),
+    _flag("matrix_lr", float, "Muon learning rate of the block matrices."),
+    _flag("weight_decay", float, "AdamW weight decay."),
+    _flag("grad_clip", float, "Clip the gradient norm to this (0 disables)."),
+    _flag("warmup_ratio", float, "Fraction of steps with linear learning-rate warm-up."),
+    _flag("warmdown_ratio", float, "Fraction of steps with linear warm-down at the end."),
+    _flag("final_lr_frac", float, "Learning rate at the end, as a fraction of the initial one."),
+    # evaluation, samples, checkpoints
+    _flag("eval_every", int, "Validation bits per byte every N steps (also at step 0 and at the end; -1: only those)."),
+    _flag("eval_tokens", int, "Validation tokens per evaluation."),
+    _flag("sample_every", int, "Print samples every N steps (-1: only at the end)."),
+    _flag("save_every", int, "Save a checkpoint every N steps (-1: only at the end and on Ctrl-C)."),
+    # where and how
+    _flag("data", str, "Training text: a file, a folder of .txt/.md, or parquet shards (default: built-in corpus)."),
+    _flag("tokenizer", str, "Use this tokenizer folder instead of training one."),
+    _flag("out", str, "Run folder (default: runs/<timestamp>)."),
+    _flag("seed", int, "Random seed (weights init)."),
+]
+
+
+def _apply(options):
+    def decorate(fn):
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return decorate
+
+
+@click.command("train")
+@_apply(OPTIONS)
+@click.option("--device", "--device-type", "--device_type", "device", type=click.Choice(DEVICE_CHOICES),
+              default=None, help="Where to train. [default: auto = cuda, then mps, then cpu]")
+@click.option("--resume", default=None, metavar="DIR|auto",
+              help="Continue a run: a run or checkpoint folder, or 'auto' (the --out run's, else the newest in runs/).")
+@click.option("--compile", "compile_", is_flag=True, default=None, help="torch.compile the model (needs a compiler).")
+@click.option("--debug", is_flag=False, flag_value="flow", default=None, metavar="[=stats]",
+              help="Trace the first step's component calls and shapes; --debug=stats adds tensor statistics.")
+@click.option("--core-metric-every", "--core_metric_every", "core_metric_every", type=int, default=None,
+              help="Accepted for nanochat compatibility; there is no CORE evaluation offline, so it is ignored.")
+@click.pass_context
+def train_command(ctx: click.Context, core_metric_every: int | None, compile_: bool | None, resume: str | None,
+                  **flags) -> None:
+    """Train a GPT (nanochat's base_train) and save checkpoints, samples, metrics and a loss plot."""
+    flags["compile"] = compile_
+    explicit = {name: value for name, value in flags.items()
+                if value is not None and ctx.get_parameter_source(_param(name)) is not ParameterSource.DEFAULT}
+    if core_metric_every is not None:
+        click.echo(f"Note: --core-metric-every {core_metric_every} ignored (no CORE evaluation offline).")
+    checkpoint = resolve_resume(resume, explicit.get("out"))
+    if checkpoint is not None:
+        settings = resume_settings(checkpoint, explicit)
+    else:
+        if resume == "auto":
+            click.echo("Note: --resume auto found no checkpoint to continue; starting a new run.")
+        settings = TrainSettings(**explicit)
+    result = train(settings, resume=checkpoint)
+
+    click.echo(f"Done: {result.step} steps in {result.wall_time_s:.0f}s wall ({result.train_time_s:.0f}s training, "
+               f"{result.tokens_per_sec:,.0f} tok/s)" + _bpb_summary(result))
+    if result.checkpoint is not None:
+        click.echo(f"Checkpoint: {result.checkpoint}")
+        click.echo(f"Sample it:  nanogpt sample {result.run_dir} --prompt \"The\"")
+
+
+def _param(name: str) -> str:
+    return "compile_" if name == "compile" else name
+
+
+def _bpb_summary(result) -> str:
+    if result.val_bpb is None:
+        return ""
+    if result.first_val_bpb is None or result.first_val_bpb == result.val_bpb:
+        return f"; val bpb {result.val_bpb:.4f}"
+    return f"; val bpb {result.first_val_bpb:.4f} -> {result.val_bpb:.4f}"

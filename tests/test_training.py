@@ -1,0 +1,235 @@
+"""The training loop: nanochat's schedule by hand, gradient accumulation, a real short run that learns, exact resume,
+Ctrl-C, divergence."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+
+import pytest
+import torch
+from tiny_training import _one_thread, tiny_corpus, tiny_settings, tiny_tokenizer  # noqa: F401
+
+from nanogpt_core import GPTConfig, build_model
+from nanogpt_core.checkpoint import latest_checkpoint, load_checkpoint
+from nanogpt_core.data import TokenLoader
+from nanogpt_core.errors import CheckpointError, ConfigError, TrainingError
+from nanogpt_core.run_log import format_step_line, read_metrics
+from nanogpt_core.schedule import lr_multiplier, muon_momentum
+from nanogpt_core.training import (
+    TrainingInterrupted,
+    accumulate_gradients,
+    apply_schedule,
+    eval_steps,
+    grad_accum_steps,
+    resume_settings,
+    train,
+)
+
+# --- schedule, by hand -----------------------------------------------------------------------------------------
+
+
+def test_lr_multiplier_default_schedule_is_flat_then_linear_warmdown():
+    # N=100, warmdown 0.2 -> 20 warm-down steps: flat through step 80, then (100 - step) / 20
+    assert [lr_multiplier(s, 100) for s in (0, 50, 80)] == [1.0, 1.0, 1.0]
+    assert lr_multiplier(81, 100) == pytest.approx(19 / 20)
+    assert lr_multiplier(90, 100) == pytest.approx(0.5)
+    assert lr_multiplier(99, 100) == pytest.approx(0.05)
+
+
+def test_lr_multiplier_warmup_and_final_fraction():
+    # warm-up 10 of 100 steps: (step + 1) / 10
+    assert lr_multiplier(0, 100, warmup_ratio=0.1) == pytest.approx(0.1)
+    assert lr_multiplier(4, 100, warmup_ratio=0.1) == pytest.approx(0.5)
+    assert lr_multiplier(9, 100, warmup_ratio=0.1) == 1.0
+    assert lr_multiplier(10, 100, warmup_ratio=0.1) == 1.0
+    # warm-down to final_lr_frac 0.1: halfway down the 20 steps -> 0.5 * 1 + 0.5 * 0.1
+    assert lr_multiplier(90, 100, final_lr_frac=0.1) == pytest.approx(0.55)
+    assert lr_multiplier(99, 100, final_lr_frac=0.1) == pytest.approx(0.05 + 0.95 * 0.1)
+
+
+def test_lr_multiplier_rounds_warmdown_steps_as_nanochat():
+    # round(0.25 * 10) = round(2.5) = 2 (Python rounds half to even): steps 0..8 flat, step 9 at 1/2
+    assert [lr_multiplier(s, 10, warmdown_ratio=0.25) for s in range(10)] == [1.0] * 9 + [0.5]
+    # the seed's single step: no warm-down step exists (round(0.2) = 0), so the one step runs at full lr
+    assert lr_multiplier(0, 1) == 1.0
+
+
+def test_muon_momentum_warms_up_over_300_steps():
+    assert muon_momentum(0) == pytest.approx(0.85)
+    assert muon_momentum(150) == pytest.approx(0.90)
+    assert muon_momentum(300) == pytest.approx(0.95)
+    assert muon_momentum(3000) == pytest.approx(0.95)
+
+
+def test_apply_schedule_sets_every_group_and_only_muon_momentum(tiny_config):
+    model = build_model(tiny_config)
+    model.init_weights()
+    adamw, muon = model.setup_optimizers()
+    betas = [g["betas"] for g in adamw.param_groups]
+    settings = type("S", (), dict(num_iterations=100, warmup_ratio=0.0, warmdown_ratio=0.2, final_lr_frac=0.0))
+    lrm = apply_schedule([adamw, muon], 90, settings)
+    assert lrm == pytest.approx(0.5)
+    for opt in (adamw, muon):
+        for group in opt.param_groups:
+            assert group["lr"] == pytest.approx(group["initial_lr"] * 0.5)
+    assert [g["momentum"] for g in muon.param_groups] == [pytest.approx(0.85 + 0.1 * 90 / 300)]
+    assert [g["betas"] for g in adamw.param_groups] == betas and all("momentum" not in g for g in adamw.param_groups)
+
+
+# --- batch arithmetic ------------------------------------------------------------------------------------------
+
+
+def test_grad_accum_steps_and_eval_steps():
+    assert grad_accum_steps(512, 1, 512) == 1  # the seed's command
+    assert grad_accum_steps(4096, 8, 256) == 2
+    assert grad_accum_steps(4096, 4, 256, world_size=2) == 2
+    with pytest.raises(ConfigError, match="multiple of .* = 512; use --total-batch-size 1024"):
+        grad_accum_steps(1000 + 100, 1, 512)
+    with pytest.raises(ConfigError, match="use --total-batch-size 512"):
+        grad_accum_steps(100, 1, 512)
+    assert eval_steps(512, 1, 512) == 1
+    assert eval_steps(100, 1, 512) == 1  # never zero
+    assert eval_steps(8192, 8, 256) == 4
+
+
+def test_accumulated_gradients_equal_one_big_batch():
+    """2 micro-batches of 2 rows give the gradient of 1 batch of 4 rows (the loss / accum division)."""
+    config = GPTConfig(sequence_len=16, vocab_size=64, n_layer=1, n_head=2, n_kv_head=1, n_embd=32)
+    model = build_model(config)
+    model.init_weights()
+    for p in model.parameters():  # lm_head starts at zero; make every gradient non-trivial
+        p.data.add_(0.02 * torch.randn_like(p))
+    tokens = torch.randint(0, 64, (400,))
+
+    def grads(batch, accum):
+        model.zero_grad(set_to_none=True)
+        loss = accumulate_gradients(model, TokenLoader(tokens, batch, 16), accum)
+        return loss, {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    loss_big, big = grads(4, 1)
+    loss_acc, acc = grads(2, 2)
+    assert loss_acc == pytest.approx(loss_big, rel=1e-6)
+    for name in big:
+        torch.testing.assert_close(acc[name], big[name], rtol=1e-5, atol=1e-7, msg=name)
+    _, wrong = grads(2, 1)  # half the batch: a different gradient, so the comparison above can fail
+    assert not torch.allclose(wrong["lm_head.weight"], big["lm_head.weight"], rtol=1e-3, atol=1e-6)
+
+
+def test_step_line_has_the_fields():
+    line = format_step_line({"step": 4, "smooth_loss": 3.21, "lrm": 0.5, "dt_ms": 12.3, "tok_per_sec": 4096.0,
+                             "eta_s": 125, "mfu": None}, 10)
+    assert line == "step 00005/00010 (50.0%) | loss 3.2100 | lrm 0.50 | 12.3 ms/step | 4,096 tok/s | eta 2m05s"
+    with_mfu = format_step_line({"step": 0, "smooth_loss": 1, "lrm": 1, "dt_ms": 1, "tok_per_sec": 1, "mfu": 41.5,
+                                 "eta_s": None}, 1)
+    assert "mfu 41.5%" in with_mfu
+
+
+# --- real runs -------------------------------------------------------------------------------------------------
+
+
+def test_thirty_step_run_learns(tiny_corpus, tiny_tokenizer, tmp_path):  # noqa: F811
+    settings = tiny_settings(tiny_corpus, tiny_tokenizer, tmp_path / "run", num_iterations=30, eval_every=15)
+    result = train(settings, stream=open(os.devnull, "w"))
+    losses = result.losses
+    assert len(losses) == 30
+    assert losses[0] == pytest.approx(math.log(384), abs=0.05)  # lm_head starts at zero: uniform over the vocab
+    assert sum(losses[-5:]) / 5 < losses[0] - 1.5, losses
+    assert result.val_bpb < 0.8 * result.first_val_bpb
+    # the run folder holds what it promises
+    run = tmp_path / "run"
+    for name in ("config.json", "metrics.jsonl", "samples.txt", "loss.png"):
+        assert (run / name).is_file(), name
+    records = read_metrics(run)
+    assert [r["step"] for r in records if r["type"] == "train"] == list(range(30))
+    assert [r["step"] for r in records if r["type"] == "eval"] == [0, 15, 30]
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"]["n_layer"] == 1 and config["training"]["num_iterations"] == 30
+    assert config["use_spec"] == "reference" and config["grad_accum_steps"] == 2
+    assert latest_checkpoint(run) == result.checkpoint and result.checkpoint.name == "step_000030"
+    assert (run / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "=== step 30 ===" in (run / "samples.txt").read_text()
+
+
+def _stop_at(k):
+    def on_step(step, record):
+        if step == k - 1:
+            raise KeyboardInterrupt
+
+    return on_step
+
+
+def test_resume_reproduces_the_uninterrupted_run_exactly(tiny_corpus, tiny_tokenizer, tmp_path):  # noqa: F811
+    quiet = open(os.devnull, "w")
+    full = train(tiny_settings(tiny_corpus, tiny_tokenizer, tmp_path / "full"), stream=quiet)
+    with pytest.raises(TrainingInterrupted) as info:
+        train(tiny_settings(tiny_corpus, tiny_tokenizer, tmp_path / "cut"), on_step=_stop_at(3), stream=quiet)
+    assert info.value.step == 3 and info.value.checkpoint.name == "step_000003"
+    settings = resume_settings(tmp_path / "cut", {})
+    resumed = train(settings, resume=tmp_path / "cut", stream=quiet)
+    assert resumed.losses == full.losses[3:]  # bit-exact on CPU
+    assert resumed.val_bpb == full.val_bpb
+    a = load_checkpoint(full.checkpoint).model_state
+    b = load_checkpoint(resumed.checkpoint).model_state
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # the resumed run's metrics continue the interrupted ones without repeating a step
+    steps = [r["step"] for r in read_metrics(tmp_path / "cut") if r["type"] == "train"]
+    assert steps == list(range(8))
+
+
+def test_sigint_saves_a_checkpoint_at_the_step_boundary(tiny_corpus, tiny_tokenizer, tmp_path):  # noqa: F811
+    def on_step(step, record):
+        if step == 1:
+            os.kill(os.getpid(), signal.SIGINT)  # the real signal: the handler defers it to the boundary
+
+    with pytest.raises(TrainingInterrupted) as info:
+        train(tiny_settings(tiny_corpus, tiny_tokenizer, tmp_path / "run"), on_step=on_step,
+              stream=open(os.devnull, "w"))
+    assert info.value.step == 2
+    ckpt = load_checkpoint(tmp_path / "run")
+    assert ckpt.step == 2
+    assert ckpt.state["train_loader"]["position"] == 2 * 256  # two steps of 256 tokens read, none more
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler was put back
+
+
+def test_nan_loss_stops_with_a_diagnosis_and_keeps_the_last_checkpoint(tiny_corpus, tiny_tokenizer, tmp_path,  # noqa: F811
+                                                                       monkeypatch):
+    from nanogpt_core.model import GPT
+
+    forward, calls = GPT.forward, {"n": 0}
+
+    def poisoned(self, idx, targets=None, **kw):
+        out = forward(self, idx, targets, **kw)
+        if targets is not None and self.training:
+            calls["n"] += 1
+            if calls["n"] > 2 * 3:  # from the 4th step on (2 micro-batches a step)
+                return out * float("nan")
+        return out
+
+    monkeypatch.setattr(GPT, "forward", poisoned)
+    settings = tiny_settings(tiny_corpus, tiny_tokenizer, tmp_path / "run", save_every=2)
+    with pytest.raises(TrainingError, match=r"loss became nan at step 3; the last finite loss was \d.*"
+                                            r"Last good checkpoint: .*step_000002"):
+        train(settings, stream=open(os.devnull, "w"))
+    assert latest_checkpoint(tmp_path / "run").name == "step_000002"
+    assert load_checkpoint(tmp_path / "run").step == 2
+
+
+def test_resume_refuses_a_change_of_shape_and_keeps_other_overrides(tiny_corpus, tiny_tokenizer, tmp_path):  # noqa: F811
+    train(tiny_settings(tiny_corpus, tiny_tokenizer, tmp_path / "run", num_iterations=2),
+          stream=open(os.devnull, "w"))
+    with pytest.raises(CheckpointError, match="--depth 2 differs from the checkpoint's 1"):
+        resume_settings(tmp_path / "run", {"depth": 2})
+    settings = resume_settings(tmp_path / "run", {"num_iterations": 4, "matrix_lr": 0.01})
+    assert settings.num_iterations == 4 and settings.matrix_lr == 0.01 and settings.depth == 1
+    assert settings.out == str(tmp_path / "run")
+
+
+def test_a_fresh_run_refuses_a_folder_that_holds_a_run(tiny_corpus, tiny_tokenizer, tmp_path):  # noqa: F811
+    train(tiny_settings(tiny_corpus, tiny_tokenizer, tmp_path / "run", num_iterations=1),
+          stream=open(os.devnull, "w"))
+    with pytest.raises(ConfigError, match="already holds a run"):
+        train(tiny_settings(tiny_corpus, tiny_tokenizer, tmp_path / "run", num_iterations=1),
+              stream=open(os.devnull, "w"))
