@@ -11,8 +11,10 @@ from nanogpt_cli.components import components_command
 from nanogpt_cli.data import data_group
 from nanogpt_cli.errors import debug_requested, report_exception
 from nanogpt_cli.reset import reset_command
+from nanogpt_cli.sample import sample_command
 from nanogpt_cli.status import status_command
 from nanogpt_cli.tokenizer import tokenizer_group
+from nanogpt_cli.train import train_command
 
 
 class NanoGPTGroup(click.Group):
@@ -44,6 +46,8 @@ def cli() -> None:
 
 
 cli.add_command(components_command)
+cli.add_command(train_command)
+cli.add_command(sample_command)
 cli.add_command(data_group)
 cli.add_command(tokenizer_group)
 cli.add_command(reset_command)
