@@ -83,8 +83,10 @@ def check_command(target: str, as_json: bool, device: str) -> int:
         if r.status == "skipped" and components is None:
             continue  # a set that does not provide a component: nothing to say in a whole-set check
         detail = r.detail if r.status != "pass" else (_numbers(r.numbers) or r.detail)
-        if r.status == "fail" and r.diagnosis:
-            detail = f"{r.diagnosis}: {r.detail}" + (f"\n-> {r.hint}" if r.hint else "")
+        if r.status == "fail":
+            numbers = _numbers(r.numbers)
+            detail = (f"{r.diagnosis}: " if r.diagnosis else "") + r.detail + (f"\n[{numbers}]" if numbers else "") \
+                + (f"\n-> {r.hint}" if r.hint else "")
         if r.status == "not implemented":
             detail = f"{r.detail}\n-> implement it, then run `nanogpt check {impl_set}:{r.component}` again."
         style = STATUS_STYLE.get(r.status, "")

@@ -27,3 +27,8 @@ def tiny_config() -> GPTConfig:
 def _deterministic():
     torch.manual_seed(0)
     yield
+
+
+def pytest_addoption(parser):
+    parser.addoption("--impl", action="store", default="reference", metavar="SET",
+                     help="implementation set checked by tests/test_learner_contract.py (e.g. --impl student)")
