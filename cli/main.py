@@ -7,6 +7,7 @@ import sys
 import click
 
 from nanogpt_cli.check import check_command
+from nanogpt_cli.compare import compare_command
 from nanogpt_cli.components import components_command
 from nanogpt_cli.data import data_group
 from nanogpt_cli.errors import debug_requested, report_exception
@@ -46,6 +47,7 @@ def cli() -> None:
 
 
 cli.add_command(components_command)
+cli.add_command(compare_command)
 cli.add_command(train_command)
 cli.add_command(sample_command)
 cli.add_command(data_group)

@@ -1,0 +1,133 @@
+"""`nanogpt compare`: your components against the reference — in isolation, by probes, and training side by side."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from nanogpt_core.compare import Report, compare
+from nanogpt_core.compare.curves import DATA_CHOICES, every, sparkline
+
+STYLE = {"pass": "bold green", "fail": "bold red", "not implemented": "bold yellow", "skipped": "dim"}
+
+
+@click.command("compare")
+@click.option("--use", "use", default="student", show_default=True,
+              help="The candidate: 'student:attention,student:mlp', or a whole set like 'student'.")
+@click.option("--steps", default=50, show_default=True, type=click.IntRange(min=0),
+              help="Training steps of the side-by-side run (0 skips training).")
+@click.option("--device", default="auto", show_default=True, help="Where to train: auto, cpu, cuda, mps.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
+              help="Also write the whole report as JSON to this file ('-' prints JSON instead of the tables).")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
+              help="Write the overlaid loss curves to this PNG.")
+@click.option("--data", type=click.Choice(DATA_CHOICES), default="corpus", show_default=True,
+              help="Training text: the built-in corpus (as bytes) or a synthetic token stream.")
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
+@click.option("--seed", default=0, show_default=True, type=int)
+def compare_command(use: str, steps: int, device: str, json_path: str | None, plot_path: str | None, data: str,
+                    batch_size: int, seed: int) -> int:
+    """Compare components with the reference and give a verdict per component.
+
+    Exit code 0 when everything passes, 1 when anything fails, 3 when a component is not implemented yet.
+    """
+    quiet = json_path == "-"
+    console = Console(stderr=quiet)
+    with console.status("comparing…") as status:
+        report = compare(use, steps=steps, device=device, seed=seed, batch_size=batch_size, data=data,
+                         progress=lambda message: status.update(message + "…"))
+    if plot_path and report.training is not None:
+        from nanogpt_core.compare.plot import plot_comparison
+
+        plot_comparison(report.training, plot_path)
+    if json_path == "-":
+        click.echo(json.dumps(report.to_dict(), indent=2))
+        return report.exit_code
+    if json_path:
+        Path(json_path).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    render(report, console)
+    if plot_path and report.training is not None:
+        console.print(f"loss curves: {plot_path}")
+    return report.exit_code
+
+
+def render(report: Report, console: Console) -> None:
+    cc = report.check_config
+    console.print(f"[bold]nanogpt compare[/bold] {report.use_spec} vs reference  (mode: {report.mode}; checks on "
+                  f"n_layer={cc['n_layer']} n_embd={cc['n_embd']} n_head={cc['n_head']}/{cc['n_kv_head']} kv)")
+    table = Table()
+    for col in ("component", "verdict", "diagnosis", "isolation (rel err / tol)"):
+        table.add_column(col, overflow="fold")
+    for v in report.components:
+        iso = v.isolation
+        iso_text = ""
+        if iso is not None and iso.numbers.get("tensors"):
+            worst = max(t["rel"] for t in iso.numbers["tensors"].values())
+            iso_text = f"{worst:.1e} / {iso.numbers['tolerance']:.0e}"
+        elif iso is not None:
+            iso_text = iso.status
+        diagnosis = (v.detail.split(" — ")[0].replace("Implement ", "") if v.status == "not implemented"
+                     else v.diagnosis)
+        table.add_row(f"{v.impl_set}:{v.component}", Text(v.status, style=STYLE.get(v.status, "")), diagnosis,
+                      iso_text)
+    console.print(table)
+    for v in report.components:
+        if v.status == "fail":
+            console.print(f"[red]✗ {v.component}[/red]: [bold]{v.diagnosis}[/bold] — {v.detail}")
+            failing = [c for c in [*v.checks, *([v.isolation] if v.isolation else [])] if c.passed is False]
+            for c in failing[1:4]:
+                console.print(f"    also {c.name}: {c.detail}")
+            console.print(f"    [bold]next:[/bold] {v.next_step}")
+        elif v.status == "not implemented":
+            console.print(f"[yellow]… {v.component}[/yellow]: {v.detail}")
+    if report.not_implemented:
+        first = report.verdict(report.not_implemented[0])
+        console.print(f"    [bold]next:[/bold] implement it, then run: nanogpt compare --use "
+                      f"{first.impl_set}:{first.component}")
+    if report.probes:
+        probes = Table(title="probes of the assembled model", show_header=True)
+        for col in ("probe", "result", "detail"):
+            probes.add_column(col, overflow="fold")
+        for p in report.probes:
+            label = p.status if p.passed is not False else f"fail: {p.diagnosis}"
+            probes.add_row(p.name, Text(label, style=STYLE.get(p.status, "")), p.detail)
+        console.print(probes)
+    if report.training is not None:
+        render_training(report, console)
+    for note in report.notes:
+        console.print(f"[dim]note: {note}[/dim]")
+    if report.failed:
+        console.print(f"[bold red]FAIL[/bold red]: {', '.join(report.failed)}  ({report.elapsed_s:.1f} s)")
+    elif report.not_implemented:
+        console.print(f"[bold yellow]NOT IMPLEMENTED[/bold yellow]: {', '.join(report.not_implemented)}  "
+                      f"({report.elapsed_s:.1f} s)")
+    else:
+        console.print(f"[bold green]PASS[/bold green]  ({report.elapsed_s:.1f} s)")
+
+
+def render_training(report: Report, console: Console) -> None:
+    t = report.training
+    table = Table(title=f"training: {t.steps} steps, batch {t.batch_size} x {t.seq_len} tokens ({t.data}) on "
+                  f"{report.device}")
+    for col in ("step", "reference", "candidate", "difference"):
+        table.add_column(col, justify="right")
+    diffs = t.diffs
+    for step, ref in every(t.reference.losses, 10):
+        cand = t.candidate.losses[step] if step < len(t.candidate.losses) else float("nan")
+        diff = diffs[step] if step < len(diffs) else float("nan")
+        table.add_row(str(step + 1), f"{ref:.4f}", f"{cand:.4f}", f"{diff:+.2e}")
+    console.print(table)
+    console.print(f"  reference  {sparkline(t.reference.losses)}")
+    console.print(f"  candidate  {sparkline(t.candidate.losses)}")
+    verdict = {True: "[green]within[/green]", False: "[red]beyond[/red]", None: "(no verdict in this mode)"}
+    console.print(f"  max |loss difference| {t.max_abs_diff:.2e}, {verdict[t.passed]} tolerance {t.tolerance:.0e}"
+                  + ("" if t.candidate.shared_weights else " (candidate starts from its own init)"))
+    peak = f", peak GPU memory x{t.peak_memory_ratio:.2f}" if t.peak_memory_ratio else ""
+    console.print(f"  speed x{t.speed_ratio:.2f} of the reference ({t.candidate.tokens_per_s:,.0f} vs "
+                  f"{t.reference.tokens_per_s:,.0f} tokens/s), activation memory x{t.memory_ratio:.2f}{peak} "
+                  f"[dim](informational, never a verdict)[/dim]")
