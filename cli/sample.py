@@ -8,6 +8,8 @@ training document was; an empty prompt (the default) starts a fresh document fro
 
 from __future__ import annotations
 
+import logging
+
 import click
 
 from nanogpt_core.checkpoint import load_model
@@ -29,6 +31,7 @@ from nanogpt_core.sampling import prompt_tokens, stream_text
 def sample_command(checkpoint: str, prompt: str, max_tokens: int, temperature: float, top_k: int | None, seed: int,
                    use: str | None, device: str) -> None:
     """Generate text from a checkpoint, printed as it is produced."""
+    _show_library_warnings()
     model, tokenizer, _ = load_model(checkpoint, use=use, device=device)
     tokens = prompt_tokens(tokenizer, prompt)
     pieces = stream_text(model, tokenizer, tokens, max_tokens, temperature=temperature, top_k=top_k, seed=seed)
@@ -39,3 +42,16 @@ def sample_command(checkpoint: str, prompt: str, max_tokens: int, temperature: f
         for piece in pieces:
             click.echo(piece, nl=False)
     click.echo()
+
+
+class _StderrHandler(logging.Handler):
+    """The library's warnings (e.g. a --use other than the checkpoint's) as plain lines on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(f"Note: {record.getMessage()}", err=True)
+
+
+def _show_library_warnings() -> None:
+    logger = logging.getLogger("nanogpt")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        logger.addHandler(_StderrHandler(logging.WARNING))
