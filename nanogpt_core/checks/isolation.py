@@ -15,6 +15,7 @@ from nanogpt_core.checks.modules import MODULE_CHECKS
 from nanogpt_core.checks.result import CheckResult, TensorDiff, diff_tensors
 from nanogpt_core.checks.whole_model import MODEL_CHECKS
 from nanogpt_core.config import GPTConfig
+from nanogpt_core.kv_cache import KVCache
 from nanogpt_core.model import build_model
 from nanogpt_core.registry import registrations
 
@@ -123,7 +124,19 @@ def _module_diffs(bench: Bench, dtype: torch.dtype, tol: float, norm=None) -> li
     for name, g in gp_r.items():
         if g is not None:
             diffs.append(diff_tensors(f"grad {name}", gp_c.get(name), g, tol))
+    if bench.component == "attention":  # the cached path is part of attention's behaviour too
+        diffs.append(diff_tensors("output with KV cache", _cached(bench, cand, x, cos, sin),
+                                  _cached(bench, ref, x, cos, sin), tol))
     return diffs
+
+
+@torch.no_grad()
+def _cached(bench: Bench, attn: nn.Module, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Prefill half, then one token at a time."""
+    B, T = x.shape[:2]
+    cache = KVCache(B, bench.config.n_kv_head, T, bench.config.head_dim, num_layers=1)
+    steps = [(0, T // 2)] + [(t, t + 1) for t in range(T // 2, T)]
+    return torch.cat([attn(x[:, a:b], (cos[:, a:b], sin[:, a:b]), cache) for a, b in steps], dim=1)
 
 
 def _rotary_matches(bench: Bench, dtype: torch.dtype, tol: float) -> CheckResult:

@@ -1,0 +1,224 @@
+"""The component checks (`nanogpt_core.checks`): they pass every correct implementation, however it is written,
+and fail each realistic bug with the diagnosis that names it."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import pytest
+import torch
+from plugins.alt_impls import ALT_SET, AltImplsPlugin
+from plugins.wrong_impls import BUGS, PLUGIN_NAME, WrongImplsPlugin
+
+from nanogpt_core.checks import DIAGNOSES, CheckResult, diff_tensors, matches_reference, run_checks
+from nanogpt_core.checks.harness import Bench, default_check_config
+from nanogpt_core.checks.modules import rotary_relative_offset
+from nanogpt_core.contracts import COMPONENT_NAMES
+from nanogpt_core.errors import UseSpecError
+from nanogpt_core.hookspecs import hookimpl
+from nanogpt_core.registry import register_plugin, unregister_plugin
+from nanogpt_impls.reference.mlp import MLP
+
+# bugs the contract cannot see (the code computes a valid rotary / a valid attention, just not the reference's):
+# only the comparison with the reference catches them
+CONTRACT_VALID = {"bug-rotary-reversed", "bug-rotary-after-qknorm"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: threads only add overhead, and the machine is shared
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def bugs() -> Iterator[dict]:
+    register_plugin(WrongImplsPlugin(), name=PLUGIN_NAME)
+    yield BUGS
+    unregister_plugin(name=PLUGIN_NAME)
+
+
+@pytest.fixture(scope="module")
+def alt() -> Iterator[str]:
+    register_plugin(AltImplsPlugin(), name="nanogpt-test-alt")
+    yield ALT_SET
+    unregister_plugin(name="nanogpt-test-alt")
+
+
+def failed(results: list[CheckResult]) -> list[CheckResult]:
+    return [r for r in results if r.passed is False]
+
+
+# --- correct implementations pass -----------------------------------------------------------------------------------
+
+
+def test_reference_passes_every_contract_check():
+    results = run_checks("reference")
+    assert {r.component for r in results} == set(COMPONENT_NAMES)
+    assert not failed(results), [(r.component, r.name, r.detail) for r in failed(results)]
+    assert all(r.passed is True and r.diagnosis == "" for r in results)
+
+
+@pytest.mark.parametrize("component", COMPONENT_NAMES)
+def test_reference_matches_itself(component):
+    r = matches_reference("reference", component)
+    assert r.passed is True, r.detail
+    assert r.component == component and r.name == "matches reference"
+
+
+def test_reference_matches_itself_in_bf16_with_the_bf16_tolerance_stated():
+    r = matches_reference("reference", "attention", dtype=torch.bfloat16)
+    assert r.passed is True
+    assert r.numbers["tolerance"] == 5e-2 and r.numbers["dtype"] == "bfloat16"
+
+
+def test_a_correct_reimplementation_written_differently_passes(alt):
+    results = run_checks(alt)
+    provided = {"norm", "rotary", "attention", "mlp", "generate"}
+    assert not failed(results), [(r.component, r.name, r.detail) for r in failed(results)]
+    assert {r.component for r in results if r.passed} == provided
+    assert all(r.diagnosis == "not provided" for r in results if r.component not in provided)
+    for component in provided:
+        r = matches_reference(alt, component)
+        assert r.passed is True, (component, r.detail)
+
+
+# --- each bug fails with its diagnosis ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("impl_set", sorted(set(BUGS) - CONTRACT_VALID))
+def test_contract_checks_name_the_bug(bugs, impl_set):
+    component, _, diagnosis = bugs[impl_set]
+    bad = failed(run_checks(impl_set, [component]))
+    assert bad, f"{impl_set} passed every contract check"
+    assert bad[0].diagnosis == diagnosis, [(r.name, r.diagnosis, r.detail) for r in bad]
+    assert bad[0].hint == DIAGNOSES[diagnosis]
+
+
+@pytest.mark.parametrize("impl_set", sorted(CONTRACT_VALID))
+def test_bugs_the_contract_cannot_see_are_caught_by_the_reference_comparison(bugs, impl_set):
+    component, _, diagnosis = bugs[impl_set]
+    assert not failed(run_checks(impl_set, [component]))  # a valid rotary / attention, just not the reference's
+    r = matches_reference(impl_set, component)
+    assert r.passed is False and r.diagnosis == diagnosis, r.detail
+
+
+# bugs that compute the reference's numbers on a CPU: the device one, and sampling bugs (greedy tokens agree)
+SAME_NUMBERS = {"bug-rotary-device", "bug-temperature", "bug-unseeded"}
+
+
+@pytest.mark.parametrize("impl_set", sorted(set(BUGS) - SAME_NUMBERS))
+def test_no_bug_matches_the_reference(bugs, impl_set):
+    component = bugs[impl_set][0]
+    assert matches_reference(impl_set, component).passed is False
+
+
+def test_every_diagnosis_a_bug_expects_has_a_hint():
+    for _, _, diagnosis in BUGS.values():
+        assert DIAGNOSES.get(diagnosis), diagnosis
+
+
+# --- what a check reports -------------------------------------------------------------------------------------------
+
+
+def test_isolation_reports_errors_and_first_mismatching_positions(bugs):
+    r = matches_reference("bug-relu", "mlp")
+    out = r.numbers["tensors"]["output"]
+    assert out["max_abs"] > 0 and out["rel"] > r.numbers["tolerance"] == 1e-5
+    assert out["first_mismatches"] and all(len(p) == 3 for p in out["first_mismatches"])
+    assert "grad c_fc.weight" in r.numbers["tensors"]
+
+
+def test_diff_tensors_against_hand_computed_values():
+    ref = torch.tensor([[1.0, -2.0], [4.0, 0.5]])
+    cand = ref.clone()
+    cand[1, 0] += 0.04  # rel = 0.04 / 4 = 1e-2
+    cand[0, 1] += 0.001
+    d = diff_tensors("x", cand, ref, tolerance=1e-3)
+    assert d.max_abs == pytest.approx(0.04) and d.rel == pytest.approx(1e-2)
+    assert d.mean_abs == pytest.approx(0.041 / 4)
+    assert d.first_mismatches == [(1, 0)]  # 0.001 / 4 is within the tolerance, 0.04 / 4 is not
+    assert not d.passed and diff_tensors("x", cand, ref, tolerance=2e-2).passed
+    assert not diff_tensors("x", cand[:1], ref, 1.0).passed  # another shape never passes
+    nan = ref.clone()
+    nan[0, 0] = float("nan")
+    assert not diff_tensors("x", nan, ref, 1.0).passed
+
+
+def test_relative_offset_check_measures_the_property():
+    """Independent of the reference: a table of unit-norm rotations passes, the bf16 error is well under 5e-2."""
+    r = rotary_relative_offset(Bench("reference", "rotary", default_check_config()))
+    assert r.passed and r.numbers["max_deviation_same_offset"] < 1e-2
+    assert r.numbers["score_spread_over_offsets"] > 0.1
+
+
+def test_first_loss_check_compares_with_ln_vocab():
+    r = next(r for r in run_checks("reference", ["init"]) if r.name == "first loss = ln(vocab)")
+    assert r.numbers["expected"] == pytest.approx(math.log(default_check_config().vocab_size), abs=1e-12)
+    assert r.numbers["abs_error"] <= 1e-4
+
+
+class _TodoMLP(MLP):
+    def forward(self, x):
+        raise NotImplementedError("TODO: Implement mlp.forward — c_fc, relu², c_proj.")
+
+
+class _ShapeBugMLP(MLP):
+    def forward(self, x):
+        return self.c_proj(self.c_fc(x).relu().square())[..., :-1]  # drops a channel
+
+
+class _Plugin:
+    @hookimpl
+    def register_components(self, register):
+        register("todo", "mlp", _TodoMLP)
+        register("shapebug", "mlp", _ShapeBugMLP)
+
+
+@pytest.fixture
+def odd_sets() -> Iterator[None]:
+    register_plugin(_Plugin(), name="nanogpt-test-odd")
+    yield
+    unregister_plugin(name="nanogpt-test-odd")
+
+
+def test_not_implemented_is_reported_once_with_the_todo(odd_sets):
+    results = run_checks("todo", ["mlp"])
+    assert len(results) == 1
+    r = results[0]
+    assert r.passed is None and r.status == "not implemented" and r.diagnosis == "not implemented"
+    assert r.detail.startswith("TODO: Implement mlp.forward")
+    m = matches_reference("todo", "mlp")
+    assert m.passed is None and m.diagnosis == "not implemented"
+
+
+def test_an_exception_in_the_component_is_a_failed_check_not_a_crash(odd_sets):
+    results = run_checks("shapebug", ["mlp"])
+    bad = failed(results)
+    assert bad and {r.diagnosis for r in bad} <= {"wrong shape", "raised an error"}
+    assert bad[0].diagnosis == "wrong shape"
+    assert any(r.diagnosis == "raised an error" and "RuntimeError" in r.detail for r in bad)
+
+
+def test_components_a_set_does_not_provide_are_skipped(odd_sets):
+    results = run_checks("todo")
+    skipped = [r for r in results if r.component != "mlp"]
+    assert len(skipped) == len(COMPONENT_NAMES) - 1
+    assert all(r.passed is None and r.diagnosis == "not provided" for r in skipped)
+
+
+def test_unknown_set_or_component_is_a_clear_error():
+    with pytest.raises(UseSpecError, match="unknown implementation set"):
+        run_checks("nope")
+    with pytest.raises(UseSpecError, match="unknown component"):
+        run_checks("reference", ["attn"])
+
+
+def test_results_serialise_to_json():
+    import json
+
+    r = run_checks("reference", ["norm"])[0]
+    data = json.loads(json.dumps(r.to_dict()))
+    assert data["status"] == "pass" and data["component"] == "norm"
