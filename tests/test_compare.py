@@ -1,0 +1,211 @@
+"""`compare` and `nanogpt compare`: the reference and a correct re-implementation pass, every wrong implementation
+fails with the diagnosis that names its bug, a pristine skeleton reports "not implemented" cleanly."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+
+import pytest
+import torch
+from click.testing import CliRunner
+from plugins.alt_impls import ALT_SET, AltImplsPlugin
+from plugins.wrong_impls import BUGS, PLUGIN_NAME, WrongImplsPlugin
+
+import nanogpt_core.model as core_model
+from nanogpt_cli.main import cli
+from nanogpt_core.compare import compare, default_compare_config
+from nanogpt_core.compare.curves import (
+    SavedTensorBytes,
+    every,
+    make_batches,
+    sparkline,
+    synthetic_stream,
+    train_curve,
+)
+from nanogpt_core.contracts import COMPONENT_NAMES
+from nanogpt_core.errors import ConfigError, UseSpecError
+from nanogpt_core.model import build_model
+from nanogpt_core.pristine import load_set_from_dir, write_pristine_dir
+from nanogpt_core.registry import register_plugin, unregister_plugin
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: threads only add overhead, and the machine is shared
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def bugs() -> Iterator[dict]:
+    register_plugin(WrongImplsPlugin(), name=PLUGIN_NAME)
+    yield BUGS
+    unregister_plugin(name=PLUGIN_NAME)
+
+
+@pytest.fixture(scope="module")
+def alt() -> Iterator[str]:
+    register_plugin(AltImplsPlugin(), name="nanogpt-test-alt")
+    yield ALT_SET
+    unregister_plugin(name="nanogpt-test-alt")
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory) -> Iterator[str]:
+    """The pristine skeletons as set `pristine` (the learner's own student files may be in any state)."""
+    directory = write_pristine_dir(tmp_path_factory.mktemp("pristine"))
+    register_plugin(load_set_from_dir("pristine", directory), name="nanogpt-test-pristine")
+    yield "pristine"
+    unregister_plugin(name="nanogpt-test-pristine")
+
+
+def run_cli(*args: str):
+    return CliRunner().invoke(cli, ["compare", *args], catch_exceptions=False)
+
+
+# --- what passes ----------------------------------------------------------------------------------------------------
+
+
+def test_reference_compared_with_itself_passes_exactly():
+    report = compare("reference", steps=4, data="synthetic", device="cpu")
+    assert report.passed and report.exit_code == 0 and report.mode == "equal"
+    assert [v.component for v in report.components] == list(COMPONENT_NAMES)  # nothing swapped: all, with itself
+    assert all(v.status == "pass" for v in report.components)
+    assert all(p.passed for p in report.probes)
+    t = report.training
+    assert t.passed and t.diffs == [0.0] * 4  # same code, weights and batches: bit-identical on CPU
+    assert t.memory_ratio == 1.0
+    # lm_head starts at zero, so the first loss is ln(vocab) whatever the batch
+    assert t.reference.losses[0] == pytest.approx(math.log(report.config["vocab_size"]), abs=1e-4)
+
+
+def test_a_correct_reimplementation_written_differently_passes(alt):
+    report = compare(alt, steps=10, data="synthetic", device="cpu")
+    assert report.passed, report.failed
+    assert {v.component for v in report.components} == {"norm", "rotary", "attention", "mlp", "generate"}
+    t = report.training
+    assert 0 < t.max_abs_diff < t.tolerance  # einsum vs fused attention: rounding-level differences only
+    assert t.candidate.shared_weights
+
+
+def test_training_learns_the_synthetic_stream():
+    config = default_compare_config()
+    reference = dict.fromkeys(COMPONENT_NAMES, "reference")
+    batches = make_batches(config, 30, 8, "synthetic", seed=0, device=torch.device("cpu"))
+    losses = train_curve(reference, config, batches, seed=0, device=torch.device("cpu")).losses
+    assert len(losses) == 30 and losses[-1] < losses[0] - 1.0
+
+
+# --- what fails, and why --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("impl_set", sorted(BUGS))
+def test_each_bug_fails_with_its_diagnosis(bugs, impl_set):
+    component, _, diagnosis = bugs[impl_set]
+    report = compare(f"{impl_set}:{component}", steps=0, device="cpu")
+    verdict = report.verdict(component)
+    assert verdict.status == "fail" and verdict.diagnosis == diagnosis, (verdict.diagnoses, verdict.detail)
+    assert verdict.next_step  # the next thing to look at
+    assert report.exit_code == 1 and component in report.failed
+
+
+def test_missing_softcap_is_caught_by_the_logit_range_probe(monkeypatch, alt):
+    """The softcap lives in the core's GPT.forward, not in a component; an edit that drops it is still caught."""
+    monkeypatch.setattr(core_model, "LOGIT_SOFTCAP", 1e6)  # tanh(z / 1e6) * 1e6 == z: no cap
+    report = compare(f"{alt}:mlp", steps=0, device="cpu")
+    probe = next(p for p in report.probes if p.name == "softcap")
+    assert probe.passed is False and probe.diagnosis == "missing softcap"
+    assert probe.numbers["max_abs_logit"] > 100
+    assert "probe:softcap" in report.failed and report.exit_code == 1
+
+
+def test_a_bug_that_only_shows_in_training_fails_the_training_verdict(bugs):
+    report = compare("bug-no-residual:block", steps=5, data="synthetic", device="cpu")
+    assert report.training.passed is False and "training" in report.failed
+    assert report.training.max_abs_diff > report.training.tolerance
+
+
+# --- not implemented ------------------------------------------------------------------------------------------------
+
+
+def test_pristine_skeletons_report_not_implemented_per_component(pristine):
+    report = compare(pristine, steps=5, device="cpu")
+    assert [v.status for v in report.components] == ["not implemented"] * len(COMPONENT_NAMES)
+    assert all(v.detail.startswith("TODO: Implement") for v in report.components)
+    assert report.training is None and report.exit_code == 3 and not report.failed
+
+
+def test_cli_on_pristine_skeletons_is_clean(pristine):
+    result = run_cli("--use", pristine, "--steps", "5")
+    assert result.exit_code == 3
+    assert "Traceback" not in result.output
+    assert result.output.count("not implemented") >= len(COMPONENT_NAMES)
+    assert "NOT IMPLEMENTED" in result.output
+
+
+# --- the command ----------------------------------------------------------------------------------------------------
+
+
+def test_cli_writes_json_and_plot(tmp_path, alt):
+    out_json, out_png = tmp_path / "report.json", tmp_path / "curves.png"
+    result = run_cli("--use", f"{alt}:mlp", "--steps", "3", "--data", "synthetic", "--device", "cpu",
+                     "--json", str(out_json), "--plot", str(out_png))
+    assert result.exit_code == 0, result.output
+    assert "PASS" in result.output and "training" in result.output
+    data = json.loads(out_json.read_text())
+    assert data["mode"] == "equal" and data["passed"] is True and data["exit_code"] == 0
+    assert len(data["training"]["reference"]["losses"]) == 3
+    assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_failure_names_the_diagnosis_and_exits_1(bugs):
+    result = run_cli("--use", "bug-relu:mlp", "--steps", "0")
+    assert result.exit_code == 1
+    assert "relu instead of relu²" in result.output and "FAIL" in result.output
+
+
+def test_cli_json_to_stdout(bugs):
+    result = run_cli("--use", "bug-gqa-tiled:attention", "--steps", "0", "--json", "-")
+    assert result.exit_code == 1
+    data = json.loads(result.stdout)
+    verdict = next(v for v in data["components"] if v["component"] == "attention")
+    assert verdict["diagnosis"] == "GQA head mapping" and verdict["status"] == "fail"
+
+
+def test_bad_input_is_a_clear_error():
+    with pytest.raises(UseSpecError):
+        compare("nope:attention", steps=0)
+    with pytest.raises(ConfigError):
+        compare("reference", steps=-1)
+    with pytest.raises(ConfigError):
+        compare("reference", steps=0, data="wikipedia")
+    result = CliRunner().invoke(cli, ["compare", "--use", "nope"])
+    assert result.exit_code == 2 and "unknown implementation set" in result.output
+
+
+# --- pieces ---------------------------------------------------------------------------------------------------------
+
+
+def test_saved_tensor_bytes_counts_activations_once(tiny_config):
+    model = build_model(tiny_config)
+    saved = SavedTensorBytes(model)
+    x = torch.randn(3, 5, requires_grad=True)
+    with torch.autograd.graph.saved_tensors_hooks(saved.pack, saved.unpack):
+        y = (x * x).sum()  # mul saves x twice: one storage, counted once
+    y.backward()
+    assert saved.total == 3 * 5 * 4
+
+
+def test_synthetic_stream_is_deterministic_and_in_range():
+    a, b = synthetic_stream(2000, 50, seed=3), synthetic_stream(2000, 50, seed=3)
+    assert torch.equal(a, b) and a.min() >= 0 and a.max() < 50
+    assert not torch.equal(a, synthetic_stream(2000, 50, seed=4))
+
+
+def test_sparkline_and_every():
+    assert sparkline([0.0, 1.0]) == "▁█"
+    assert sparkline([1.0, 1.0, 1.0]) == "▁▁▁"
+    assert [i for i, _ in every(list(range(25)), 10)] == [0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24]
