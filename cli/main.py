@@ -11,6 +11,7 @@ from nanogpt_cli.compare import compare_command
 from nanogpt_cli.components import components_command
 from nanogpt_cli.data import data_group
 from nanogpt_cli.errors import debug_requested, report_exception
+from nanogpt_cli.experiment import experiment_command
 from nanogpt_cli.interop import export_group, import_group, pretrained_compare_command
 from nanogpt_cli.reset import reset_command
 from nanogpt_cli.sample import sample_command
@@ -48,6 +49,7 @@ def cli() -> None:
 
 
 cli.add_command(components_command)
+cli.add_command(experiment_command)
 cli.add_command(import_group)
 cli.add_command(export_group)
 cli.add_command(pretrained_compare_command)

@@ -1,0 +1,357 @@
+"""Experiments: train several variants of the GPT on the same data, batches and seeds, and compare the outcomes.
+
+    result = run_experiment({"base": "reference", "swiglu": "swiglu:mlp"}, steps=200, seeds=3, out="runs/exp")
+    result.summaries[1].val_bpb_mean       # final validation bits per byte, mean over seeds
+    result.write("runs/exp")               # results.json, results.md, loss_curves.png
+
+Each (variant, seed) is one ordinary training run (`nanogpt_core.training.train`) in OUT/runs/<variant>/seed<k>,
+so every run has its own metrics, samples and checkpoint. What is shared is what makes the comparison fair: every
+run reads the same documents through the same tokenizer (trained once, by the first run) in the same order, takes
+the same number of steps with the same batch size and schedule, and the k-th seed is the same number for every
+variant. Only the components differ.
+
+A variant is a name and a `--use` spec ("reference", "swiglu:mlp", "swiglu,layernorm"); the first one is the
+baseline the table's delta column is measured against. This compares *designs*: there is no pass/fail verdict, only
+the numbers (see `nanogpt compare` for "does my component equal the reference").
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import math
+import os
+import statistics
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nanogpt_core.errors import ConfigError
+from nanogpt_core.training import TOKENIZER_DIR, TrainResult, TrainSettings, train
+from nanogpt_core.use_spec import format_use, resolve_use
+
+RUNS_DIR = "runs"
+RESULTS_JSON = "results.json"
+RESULTS_MD = "results.md"
+PLOT_FILE = "loss_curves.png"
+DEFAULT_SEEDS = 3
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class RunRecord:
+    """One training run: one variant, one seed."""
+
+    variant: str
+    use: str
+    seed: int
+    losses: list[float]  # training loss of every step
+    val_bpb: float | None  # at the last step
+    first_val_bpb: float | None  # at step 0
+    tokens_per_sec: float
+    num_params: int
+    peak_memory_bytes: int | None  # CUDA's peak allocated memory during the run; None on CPU and MPS
+    train_time_s: float
+    run_dir: str
+
+
+@dataclass
+class VariantSummary:
+    """One variant over all seeds. `*_std` is the sample standard deviation (0 with a single seed)."""
+
+    name: str
+    use: str
+    seeds: list[int]
+    val_bpb_mean: float | None
+    val_bpb_std: float | None
+    tokens_per_sec_mean: float
+    num_params: int
+    peak_memory_bytes: int | None  # the largest over seeds
+    mean_losses: list[float]
+    std_losses: list[float]
+
+
+@dataclass
+class ExperimentResult:
+    variants: dict[str, str]  # name -> use spec, in the order given (the first is the baseline)
+    steps: int
+    seeds: list[int]
+    settings: dict[str, Any]  # the TrainSettings every run shares (use, seed and out differ per run)
+    device: str
+    runs: list[RunRecord] = field(default_factory=list)
+    summaries: list[VariantSummary] = field(default_factory=list)
+    out_dir: str | None = None
+
+    @property
+    def baseline(self) -> VariantSummary:
+        return self.summaries[0]
+
+    def summary(self, name: str) -> VariantSummary:
+        return next(s for s in self.summaries if s.name == name)
+
+    def delta_bpb(self, name: str) -> float | None:
+        """The variant's mean final val bpb minus the baseline's: negative is better."""
+        a, b = self.summary(name).val_bpb_mean, self.baseline.val_bpb_mean
+        return None if a is None or b is None else a - b
+
+    def rows(self) -> list[dict[str, str]]:
+        """The table as text cells, one row per variant (the same cells in the terminal and in results.md)."""
+        rows = []
+        for s in self.summaries:
+            delta = self.delta_bpb(s.name)
+            rows.append({
+                "variant": s.name,
+                "use": s.use,
+                "val bpb": "n/a" if s.val_bpb_mean is None else f"{s.val_bpb_mean:.4f} ± {s.val_bpb_std:.4f}",
+                "Δ bpb": "" if s is self.baseline or delta is None else f"{delta:+.4f}",
+                "tok/s": f"{s.tokens_per_sec_mean:,.0f}",
+                "params": f"{s.num_params:,}",
+                "peak memory": format_bytes(s.peak_memory_bytes),
+            })
+        return rows
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"variants": self.variants, "steps": self.steps, "seeds": self.seeds, "device": self.device,
+                "settings": self.settings, "summaries": [_finite(asdict(s)) for s in self.summaries],
+                "runs": [_finite(asdict(r)) for r in self.runs], "out_dir": self.out_dir}
+
+    def markdown(self) -> str:
+        rows = self.rows()
+        header = list(rows[0]) if rows else []
+        lines = [f"# Experiment: {len(self.summaries)} variants x {len(self.seeds)} seeds, {self.steps} steps",
+                 "",
+                 f"Seeds {', '.join(map(str, self.seeds))} on {self.device}; final validation bits per byte as mean "
+                 f"± sample std over seeds; Δ against `{self.baseline.name}`; tok/s is the mean training "
+                 f"throughput; peak memory is CUDA's peak allocation (n/a on CPU).",
+                 "",
+                 "| " + " | ".join(header) + " |",
+                 "|" + "|".join("---" for _ in header) + "|"]
+        lines += ["| " + " | ".join(row[h] for h in header) + " |" for row in rows]
+        return "\n".join(lines) + "\n"
+
+    def write(self, out_dir: str | Path) -> dict[str, Path]:
+        """results.json, results.md and loss_curves.png in `out_dir`; returns their paths."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = {"json": out / RESULTS_JSON, "markdown": out / RESULTS_MD, "plot": out / PLOT_FILE}
+        _write_text(paths["json"], json.dumps(self.to_dict(), indent=2) + "\n")
+        _write_text(paths["markdown"], self.markdown())
+        plot_loss_curves(self, paths["plot"])
+        return paths
+
+
+# --- parsing ----------------------------------------------------------------------------------------------------
+
+
+def parse_variants(items: Sequence[str]) -> dict[str, str]:
+    """["base=reference", "swiglu=swiglu:mlp"] -> {"base": "reference", "swiglu": "swiglu:mlp"}, checked now so a
+    typo fails before any training. A bare set name ("swiglu") is named after itself."""
+    variants: dict[str, str] = {}
+    for item in items:
+        name, sep, spec = (part.strip() for part in item.partition("="))
+        if not sep:
+            spec = name  # "--variant swiglu": the set's name names the variant
+        if not name or not spec:
+            raise ConfigError(f"--variant {item!r} is incomplete; write NAME=USE, e.g. swiglu=swiglu:mlp.")
+        if not all(ch.isalnum() or ch in "-_." for ch in name):
+            raise ConfigError(f"--variant name {name!r} may use letters, digits and - _ . only (it names a folder); "
+                              f"write NAME=USE, e.g. swiglu=swiglu:mlp.")
+        if name in variants:
+            raise ConfigError(f"--variant name {name!r} is given twice; give each variant its own name.")
+        variants[name] = spec
+    return variants
+
+
+def _check_variants(variants: Mapping[str, Any]) -> dict[str, str]:
+    if len(variants) < 1:
+        raise ConfigError("an experiment needs at least one --variant (e.g. --variant base=reference).")
+    checked = {}
+    for name, spec in variants.items():
+        checked[name] = format_use(resolve_use(spec))  # raises UseSpecError naming the bad set or component
+    return checked
+
+
+def _seed_list(seeds: int | Sequence[int]) -> list[int]:
+    if isinstance(seeds, int):
+        if seeds < 1:
+            raise ConfigError(f"--seeds must be at least 1, got {seeds}.")
+        return list(range(seeds))
+    seed_list = [int(s) for s in seeds]
+    if not seed_list or len(set(seed_list)) != len(seed_list):
+        raise ConfigError(f"seeds must be distinct and at least one, got {seed_list}.")
+    return seed_list
+
+
+# --- running ----------------------------------------------------------------------------------------------------
+
+
+def default_out_dir(root: str | Path = RUNS_DIR) -> Path:
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    path, n = Path(root) / f"experiment-{stamp}", 1
+    while path.exists():
+        n += 1
+        path = Path(root) / f"experiment-{stamp}-{n}"
+    return path
+
+
+def run_experiment(
+    variants: Mapping[str, Any],
+    steps: int,
+    seeds: int | Sequence[int] = DEFAULT_SEEDS,
+    *,
+    out: str | Path | None = None,
+    progress: Progress | None = None,
+    **settings: Any,
+) -> ExperimentResult:
+    """Train every variant once per seed (see the module docstring) and write the results into `out`.
+
+    `variants`: {name: use spec}, the first is the baseline. `seeds`: a count (seeds 0..n-1) or the seeds
+    themselves. Other keyword arguments are `TrainSettings` fields shared by every run (depth, device, data,
+    tokenizer, device_batch_size, total_batch_size, max_seq_len, eval_tokens, ...); `num_iterations` is `steps`.
+    """
+    say = progress or (lambda message: None)
+    chosen = _check_variants(variants)
+    seed_list = _seed_list(seeds)
+    if steps < 1:
+        raise ConfigError(f"--steps must be at least 1, got {steps}.")
+    for reserved in ("use", "seed", "out", "num_iterations", "debug"):
+        if reserved in settings:
+            raise ConfigError(f"run_experiment sets {reserved!r} itself for every run; do not pass it.")
+    unknown = sorted(set(settings) - set(TrainSettings().to_dict()))
+    if unknown:
+        raise ConfigError(f"unknown training setting(s) {', '.join(unknown)}; see nanogpt_core.training."
+                          f"TrainSettings.")
+    base = TrainSettings(num_iterations=steps, **{"eval_every": -1, "save_every": -1, **settings})
+    out_dir = Path(out) if out is not None else default_out_dir()
+    if (out_dir / "runs").is_dir() and any((out_dir / "runs").iterdir()):
+        raise ConfigError(f"{out_dir} already holds an experiment's runs; choose another --out (or delete it).")
+    result = ExperimentResult(chosen, steps, seed_list, base.to_dict(), base.device, out_dir=str(out_dir))
+    tokenizer = base.tokenizer
+    total, done = len(chosen) * len(seed_list), 0
+    for name, spec in chosen.items():
+        for seed in seed_list:
+            done += 1
+            say(f"[{done}/{total}] {name} ({spec}), seed {seed}")
+            run_dir = out_dir / "runs" / name / f"seed{seed}"
+            run_settings = TrainSettings.from_dict({**base.to_dict(), "use": spec, "seed": seed,
+                                                    "out": str(run_dir), "tokenizer": tokenizer})
+            trained, peak = _train_quietly(run_settings)
+            if tokenizer is None:  # the first run trained one: every later run reads the same tokens
+                tokenizer = str(run_dir / TOKENIZER_DIR)
+            result.runs.append(_record(name, spec, seed, trained, peak))
+            say(f"      val bpb {_fmt(result.runs[-1].val_bpb)}, {trained.tokens_per_sec:,.0f} tok/s")
+    result.summaries = [summarize(name, spec, [r for r in result.runs if r.variant == name])
+                        for name, spec in chosen.items()]
+    result.write(out_dir)
+    return result
+
+
+def _train_quietly(settings: TrainSettings) -> tuple[TrainResult, int | None]:
+    """One run with its console output kept out of the experiment's (it still goes to the run's own files)."""
+    device = torch.device(_resolved_device(settings.device))
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    trained = train(settings, stream=io.StringIO(), progress_bar=False)
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    return trained, peak
+
+
+def _resolved_device(name: str) -> str:
+    from nanogpt_core.hardware import resolve_device
+
+    return str(resolve_device(name))
+
+
+def _record(name: str, spec: str, seed: int, trained: TrainResult, peak: int | None) -> RunRecord:
+    return RunRecord(name, spec, seed, list(trained.losses), trained.val_bpb, trained.first_val_bpb,
+                     trained.tokens_per_sec, trained.num_params, peak, trained.train_time_s, str(trained.run_dir))
+
+
+def summarize(name: str, spec: str, runs: list[RunRecord]) -> VariantSummary:
+    """Mean and sample std over seeds of the final val bpb and of the loss at every step."""
+    bpbs = [r.val_bpb for r in runs if r.val_bpb is not None]
+    steps = min(len(r.losses) for r in runs) if runs else 0
+    by_step = [[r.losses[i] for r in runs] for i in range(steps)]
+    peaks = [r.peak_memory_bytes for r in runs if r.peak_memory_bytes is not None]
+    return VariantSummary(
+        name=name, use=spec, seeds=[r.seed for r in runs],
+        val_bpb_mean=statistics.fmean(bpbs) if bpbs else None,
+        val_bpb_std=_std(bpbs) if bpbs else None,
+        tokens_per_sec_mean=statistics.fmean(r.tokens_per_sec for r in runs) if runs else 0.0,
+        num_params=runs[0].num_params if runs else 0,
+        peak_memory_bytes=max(peaks) if peaks else None,
+        mean_losses=[statistics.fmean(v) for v in by_step],
+        std_losses=[_std(v) for v in by_step],
+    )
+
+
+def _std(values: Sequence[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+# --- output -----------------------------------------------------------------------------------------------------
+
+
+def format_bytes(n: int | None) -> str:
+    if n is None:
+        return "n/a"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _finite(data: Any) -> Any:
+    """JSON has no NaN/Inf: a diverged run's losses are written as strings."""
+    if isinstance(data, dict):
+        return {k: _finite(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_finite(v) for v in data]
+    if isinstance(data, float) and not math.isfinite(data):
+        return str(data)
+    return data
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def plot_loss_curves(result: ExperimentResult, out_path: str | Path) -> Path:
+    """One axis, one line per variant: the mean training loss over seeds, with a band of ± one std."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 5))
+    for s in result.summaries:
+        steps = range(1, len(s.mean_losses) + 1)
+        mean = s.mean_losses
+        line, = ax.plot(steps, mean, linewidth=1.8, label=f"{s.name} ({s.use})")
+        if len(s.seeds) > 1:
+            lo = [m - d for m, d in zip(mean, s.std_losses)]
+            hi = [m + d for m, d in zip(mean, s.std_losses)]
+            ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
+    ax.set(title=f"training loss, mean ± std over {len(result.seeds)} seed(s)", xlabel="step",
+           ylabel="cross-entropy (nats/token)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    out_path = Path(out_path)
+    tmp = out_path.with_name(f".{out_path.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, out_path)
+    return out_path
