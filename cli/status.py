@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import click
 import torch
@@ -21,6 +22,11 @@ STATE_STYLE = {
     "passes contract": "green",
     "matches reference": "bold green",
 }
+
+
+def _short(message: str) -> str:
+    """A TODO without its 'TODO: Implement x.y — ' head and 'Reference: ...' tail (the table shows both)."""
+    return re.sub(r"\s*Reference:\s*\S+\s*$", "", re.sub(r"^TODO: Implement \S+ — ", "", message))
 
 
 @click.command("status")
@@ -47,9 +53,9 @@ def status_command(impl_set: str, as_json: bool, no_checks: bool) -> None:
     table.add_column("detail", overflow="fold")
     for i, s in enumerate(report.components, 1):
         checks = f"{s.checks_passed}/{s.checks_total}" if s.checks_total else ""
-        detail = (f"{s.method}: " if s.method else "") + s.message
+        detail = (f"{s.method}: " if s.method else "") + _short(s.message)
         table.add_row(str(i), s.component, f"[{STATE_STYLE.get(s.state, '')}]{s.state}[/]", checks,
-                      escape(detail[:160] + ("…" if len(detail) > 160 else "")))
+                      escape(detail[:120] + ("…" if len(detail) > 120 else "")))
     console.print(table)
     done = sum(s.done for s in report.components)
     console.print(f"{done}/{len(report.components)} components match the reference.")
