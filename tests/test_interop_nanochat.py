@@ -317,6 +317,41 @@ def test_a_newer_nanochat_state_dict_is_refused_with_its_keys(tmp_path, weights,
     message = str(err.value)
     assert "unknown keys [resid_lambdas, value_embeds.*.weight (x2), x0_lambdas]" in message
     assert "October 2025" in message and "missing" not in message and "\n" not in message
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_2026_nanochat_checkpoint_is_refused_naming_its_config_fields_and_keys(tmp_path, weights, config,
+                                                                               tokenizer):
+    """The layout of nanochat's GPT in 2026: padded vocabulary, sliding windows, value embeddings, per-layer
+    scalars and norm weights (written out here from that version's module tree)."""
+    padded = (config.vocab_size + 63) // 64 * 64
+    kv_dim = config.n_kv_head * config.head_dim
+    newer = {k: (torch.zeros(padded, config.n_embd) if k in ("transformer.wte.weight", "lm_head.weight") else v)
+             for k, v in weights.items()}
+    newer.update({"resid_lambdas": torch.ones(config.n_layer), "x0_lambdas": torch.zeros(config.n_layer),
+                  "value_embeds.1.weight": torch.zeros(padded, kv_dim)})
+    for i in range(config.n_layer):
+        p = f"transformer.h.{i}."
+        C = config.n_embd
+        newer.update({p + "attn_norm.weight": torch.ones(C), p + "mlp_norm.weight": torch.ones(C),
+                      p + "attn.c_proj_scalar": torch.zeros(C), p + "mlp.c_proj_scalar": torch.zeros(C)})
+    newer["transformer.h.1.attn.ve_gate.weight"] = torch.zeros(config.n_kv_head, 32)
+    src = write_nanochat_checkpoint(tmp_path / "nc", newer, config, tokenizer, prefix="_orig_mod.",
+                                    wte_dtype=torch.bfloat16)
+    meta_path = src / "meta_000020.json"
+    meta = json.loads(meta_path.read_text())
+    meta["model_config"]["window_pattern"] = "SSSL"
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError) as err:
+        import_nanochat(src, tmp_path / "out")
+    message = str(err.value)
+    assert "model_config fields unknown ['window_pattern'] (in meta_000020.json)" in message
+    assert ("unknown keys [resid_lambdas, transformer.h.*.attn.c_proj_scalar (x2), transformer.h.*.attn_norm.weight "
+            "(x2), transformer.h.*.mlp.c_proj_scalar (x2), transformer.h.*.mlp_norm.weight (x2), "
+            "transformer.h.1.attn.ve_gate.weight, value_embeds.1.weight, x0_lambdas]") in message
+    assert "vocabulary not padded" in message and "\n" not in message
+    result = CliRunner().invoke(cli, ["import", "nanochat", str(src), str(tmp_path / "out")])
+    assert result.exit_code == 2 and result.output.count("\n") == 1 and "resid_lambdas" in result.output
 
 
 def test_missing_keys_padded_vocab_and_unknown_config_fields_are_refused(tmp_path, weights, config, tokenizer):
@@ -337,7 +372,7 @@ def test_missing_keys_padded_vocab_and_unknown_config_fields_are_refused(tmp_pat
     meta = json.loads(meta_path.read_text())
     meta["model_config"]["window_pattern"] = "SSSL"
     meta_path.write_text(json.dumps(meta))
-    with pytest.raises(CheckpointError, match=r"model_config fields unknown \['window_pattern'\]"):
+    with pytest.raises(CheckpointError, match=r"model_config fields unknown \['window_pattern'\].*Supported"):
         import_nanochat(src, tmp_path / "out")
 
 

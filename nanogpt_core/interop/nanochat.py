@@ -115,11 +115,13 @@ def read_nanochat_checkpoint(
         raise CheckpointError(f"no nanochat checkpoint at {folder}: the folder does not exist.")
     step = _pick_step(folder, step)
     meta = _read_meta(folder / meta_file(step))
-    config = _config_from_meta(meta, folder / meta_file(step))
+    config, unknown_fields = _config_from_meta(meta, folder / meta_file(step))
     tok_dir = find_tokenizer_dir(folder, tokenizer_dir)
     tokenizer = read_nanochat_tokenizer(tok_dir)
     weights, upcast = _read_state_dict(folder / model_file(step))
-    check_nanochat_state(weights, config, folder / model_file(step))
+    # A newer nanochat differs in its config *and* its tensors: one message names both.
+    also = [f"model_config fields unknown {unknown_fields} (in {meta_file(step)})"] if unknown_fields else []
+    check_nanochat_state(weights, config, folder / model_file(step), also=also)
     if tokenizer.vocab_size != config.vocab_size:
         raise CheckpointError(f"the tokenizer in {tok_dir} has {tokenizer.vocab_size} tokens but the model was "
                               f"trained with vocab_size {config.vocab_size}; pass the model's own tokenizer with "
@@ -153,17 +155,16 @@ def _read_meta(path: Path) -> dict[str, Any]:
     return meta
 
 
-def _config_from_meta(meta: dict[str, Any], path: Path) -> GPTConfig:
+def _config_from_meta(meta: dict[str, Any], path: Path) -> tuple[GPTConfig, list[str]]:
+    """The config from the six fields we know, and the names of any others (a newer nanochat's additions)."""
     cfg = meta["model_config"]
     unknown = sorted(set(cfg) - set(CONFIG_FIELDS))
     missing = [f for f in CONFIG_FIELDS if f not in cfg]
-    if unknown or missing:
-        what = "; ".join(x for x in (f"unknown {unknown}" if unknown else "", f"missing {missing}" if missing else "")
-                         if x)
-        raise CheckpointError(f"{path}: model_config fields {what}; this importer supports {SUPPORTED_NANOCHAT}, "
+    if missing:
+        raise CheckpointError(f"{path}: model_config lacks {missing}; this importer supports {SUPPORTED_NANOCHAT}, "
                               f"whose model_config has exactly {list(CONFIG_FIELDS)}.")
     try:
-        return GPTConfig.from_dict({k: cfg[k] for k in CONFIG_FIELDS})
+        return GPTConfig.from_dict({k: cfg[k] for k in CONFIG_FIELDS}), unknown
     except NanoGPTError as exc:
         raise CheckpointError(f"{path}: {exc}") from exc
 
@@ -241,16 +242,20 @@ def _read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], list[str]]:
     return weights, upcast
 
 
-def check_nanochat_state(weights: dict[str, Any], config: GPTConfig, path: Path | str) -> None:
-    """Refuse, naming the keys, a state dict that is not exactly the supported nanochat GPT's for `config`."""
+def check_nanochat_state(weights: dict[str, Any], config: GPTConfig, path: Path | str,
+                         also: list[str] | None = None) -> None:
+    """Refuse, naming the keys, a state dict that is not exactly the supported nanochat GPT's for `config`.
+
+    `also` are other differences already found (e.g. unknown config fields), reported in the same message.
+    """
     expected = nanochat_shapes(config)
     unknown = sorted(set(weights) - set(expected))
     missing = sorted(set(expected) - set(weights), key=list(expected).index)
-    if unknown or missing:
-        parts = [f"unknown keys {_summarize(unknown)}" if unknown else "",
-                 f"missing keys {_summarize(missing)}" if missing else ""]
+    problems = [*(also or []), f"unknown keys {_summarize(unknown)}" if unknown else "",
+                f"missing keys {_summarize(missing)}" if missing else ""]
+    if unknown or missing or also:
         raise CheckpointError(f"{path} is not from the nanochat version this importer supports: "
-                              f"{'; '.join(p for p in parts if p)}. Supported: {SUPPORTED_NANOCHAT}.")
+                              f"{'; '.join(p for p in problems if p)}. Supported: {SUPPORTED_NANOCHAT}.")
     for name in ("transformer.wte.weight", "lm_head.weight"):
         rows = tuple(weights[name].shape)[0]
         if rows != config.vocab_size:
