@@ -217,6 +217,17 @@ def _display_path(path: str) -> str:
         return path
 
 
+def _locate_reference(path: str | None) -> str | None:
+    """`impls/reference/x.py` as the user can open it from where they are (absolute when outside the repo)."""
+    if path is None or Path(path).is_file():
+        return path
+    import nanogpt_impls
+
+    candidate = Path(nanogpt_impls.__file__).resolve().parent / Path(path).relative_to("impls") \
+        if path.startswith("impls/") else None
+    return _display_path(str(candidate)) if candidate is not None and candidate.is_file() else path
+
+
 def _describe_locals(frame: types.FrameType) -> list[str]:
     rows = []
     for name, value in frame.f_locals.items():
@@ -262,7 +273,8 @@ def diagnose(exc: BaseException, use: dict[str, str] | None = None) -> Diagnosis
         return None
     contract = BY_NAME.get(component) if component else None
     ref = _REFERENCE_RE.search(message)
-    reference_file = ref.group(1) if ref else (f"impls/reference/{component}.py" if component else None)
+    reference_file = _locate_reference(ref.group(1) if ref else (f"impls/reference/{component}.py"
+                                                                  if component else None))
     hint = HINTS[kind].format(reference=reference_file, file=file or "your file",
                               where=f"{component}.{method}" if component else "it")
     if suspects:
