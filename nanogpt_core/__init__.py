@@ -3,14 +3,20 @@
     from nanogpt_core import GPTConfig, build_model
     model = build_model(GPTConfig(sequence_len=64, vocab_size=256, n_layer=2, n_head=2, n_kv_head=1, n_embd=64),
                         use="student:attention")
+
+    from nanogpt_core import TrainSettings, train, load_model
+    result = train(TrainSettings(depth=2, num_iterations=300))      # -> a run folder with checkpoints
+    model, tokenizer, meta = load_model(result.run_dir)
 """
 
+from nanogpt_core.checkpoint import load_model
 from nanogpt_core.config import GPTConfig
 from nanogpt_core.contracts import COMPONENT_NAMES, COMPONENTS
 from nanogpt_core.errors import NanoGPTError
 from nanogpt_core.hookspecs import hookimpl
 from nanogpt_core.kv_cache import KVCache
 from nanogpt_core.model import GPT, build_model
+from nanogpt_core.training import TrainSettings, train
 from nanogpt_core.use_spec import resolve_use
 
 __all__ = [
@@ -20,7 +26,10 @@ __all__ = [
     "GPTConfig",
     "KVCache",
     "NanoGPTError",
+    "TrainSettings",
     "build_model",
     "hookimpl",
+    "load_model",
     "resolve_use",
+    "train",
 ]
