@@ -158,7 +158,16 @@ def import_component(module_name: str, attribute: str, component: str) -> Any:
         return _placeholder(component, where, _problem(exc))
     if not hasattr(module, attribute):
         return _placeholder(component, where, f"it defines no {attribute!r}")
-    return getattr(module, attribute)
+    implementation = getattr(module, attribute)
+    missing = _missing_members(component, implementation)
+    if missing:  # the registry would reject it, and with it every other set: fail this component alone
+        return _placeholder(component, where, f"{attribute} lacks {', '.join(missing)}, which the contract needs")
+    return implementation
+
+
+def _missing_members(component: str, implementation: Any) -> list[str]:
+    return [m for m in BY_NAME[component].members
+            if not (callable(implementation) if m == "__call__" else hasattr(implementation, m))]
 
 
 def load_set_from_dir(impl_set: str, directory: Path, components: list[str] | None = None) -> object:
@@ -177,6 +186,9 @@ def load_set_from_dir(impl_set: str, directory: Path, components: list[str] | No
             sys.modules[module_name] = module  # dataclasses and pickling look modules up by name
             spec.loader.exec_module(module)
             loaded[component] = getattr(module, SKELETON_ENTRIES[component])
+            missing = _missing_members(component, loaded[component])
+            if missing:
+                loaded[component] = _placeholder(component, str(path), f"lacks {', '.join(missing)}")
         except Exception as exc:
             loaded[component] = _placeholder(component, str(path), _problem(exc))
 

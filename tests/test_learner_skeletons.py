@@ -151,6 +151,18 @@ def test_import_component_gives_a_placeholder_naming_the_file():
         fn(None)
 
 
+def test_a_component_missing_a_contract_member_fails_alone(tmp_path, monkeypatch):
+    """A renamed `forward` would make the registry reject the whole set (and every command) — not just that file."""
+    package = tmp_path / "learner_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "rotary.py").write_text(pristine_text("rotary").replace("def apply(", "def aply("))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    impl = import_component("learner_pkg.rotary", "Rotary", "rotary")
+    with pytest.raises(ComponentImportError, match="Rotary lacks apply, which the contract needs"):
+        impl.precompute(16, 8)
+
+
 def test_skeleton_entries_match_the_student_package():
     for component, name in SKELETON_ENTRIES.items():
         assert re.search(rf"^(class|def) {name}\b", pristine_text(component), re.M), (component, name)
