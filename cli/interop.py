@@ -85,7 +85,7 @@ def export_nanochat_command(checkpoint: str, out_dir: str, overwrite: bool) -> N
               show_default=True, help="Tokens each model generates greedily per prompt.")
 @click.option("--tolerance", type=float, default=DEFAULT_TOLERANCE, show_default=True,
               help="Largest |logit difference| that still passes.")
-@click.option("--device", type=click.Choice(DEVICE_CHOICES), default="cpu", show_default=True)
+@click.option("--device", type=click.Choice(DEVICE_CHOICES), default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def pretrained_compare_command(checkpoint: str, use: str, prompts: tuple[str, ...], max_tokens: int,
                                tolerance: float, device: str, as_json: bool) -> int:

@@ -229,6 +229,8 @@ def test_export_refuses_to_overwrite_and_a_model_nanochat_cannot_hold(tmp_path, 
     export_nanochat(tmp_path / "run", tmp_path / "exp", overwrite=True)
     with pytest.raises(CheckpointError, match="not empty"):
         import_nanochat(src, tmp_path / "run")
+    with pytest.raises(CheckpointError, match="is a nanochat checkpoint already"):
+        export_nanochat(src, tmp_path / "exp2")
 
 
 # --- refused: unsafe pickles ------------------------------------------------------------------------------------

@@ -313,7 +313,11 @@ def export_nanochat(ckpt_path: str | Path, out_dir: str | Path, overwrite: bool 
 
     Returns the paths written. Existing files of the same names are refused unless `overwrite`.
     """
-    ckpt = load_checkpoint(ckpt_path, device="cpu", load_optimizer=False)
+    source = Path(ckpt_path)
+    if source.is_dir() and any(_MODEL_FILE.match(p.name) for p in source.iterdir()):
+        raise CheckpointError(f"{source} is a nanochat checkpoint already; export takes a nanogpt checkpoint "
+                              f"(import this one with `nanogpt import nanochat`).")
+    ckpt = load_checkpoint(source, device="cpu", load_optimizer=False)
     tokenizer = load_tokenizer(ckpt)
     expected = nanochat_shapes(ckpt.config)
     extra = sorted(set(ckpt.model_state) - set(expected))
