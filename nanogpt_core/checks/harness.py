@@ -32,6 +32,22 @@ def seeded(seed: int) -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Run tiny models on one CPU thread, restoring the caller's setting afterwards.
+
+    The checks' tensors are a few kilobytes: intra-op threads cost more in synchronisation than they save, and on a
+    shared machine every small matmul waits for a busy core. Measured on 2 shared cores: a full `nanogpt compare`
+    took 150 s with torch's default 2 threads and 25 s with 1.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 @dataclass
 class Bench:
     """One component of one implementation set under test, with the reference parts it is built with."""

@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nanogpt_core.checks.harness import REFERENCE, Bench, default_check_config, key_diff, seeded
+from nanogpt_core.checks.harness import REFERENCE, Bench, default_check_config, key_diff, one_thread, seeded
 from nanogpt_core.checks.modules import MODULE_CHECKS
 from nanogpt_core.checks.result import CheckResult, TensorDiff, diff_tensors
 from nanogpt_core.checks.whole_model import MODEL_CHECKS
@@ -284,7 +284,12 @@ def matches_reference(impl_set: str, component: str, config: GPTConfig | None = 
     if (impl_set, component) not in registrations():
         return CheckResult(component, "matches reference", None, f"{impl_set!r} does not provide {component}", {},
                            "not provided")
-    bench = Bench(impl_set, component, config or default_check_config())
+    with one_thread():
+        return _matches_reference(impl_set, component, config or default_check_config(), dtype)
+
+
+def _matches_reference(impl_set: str, component: str, config: GPTConfig, dtype: torch.dtype) -> CheckResult:
+    bench = Bench(impl_set, component, config)
     tol = _tolerance(component, dtype)
     try:
         if component == "rotary":

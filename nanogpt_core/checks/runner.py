@@ -7,7 +7,7 @@ import dataclasses
 
 import torch
 
-from nanogpt_core.checks.harness import Bench, default_check_config, seeded
+from nanogpt_core.checks.harness import Bench, default_check_config, one_thread, seeded
 from nanogpt_core.checks.modules import MODULE_CHECKS, Check
 from nanogpt_core.checks.result import CheckResult
 from nanogpt_core.checks.whole_model import IN_MODEL_CHECKS, MODEL_CHECKS
@@ -70,6 +70,7 @@ def run_checks(impl_set: str, components: list[str] | None = None, config: GPTCo
         if c not in COMPONENT_NAMES:
             raise UseSpecError(f"unknown component {c!r}; components are: {', '.join(COMPONENT_NAMES)}.")
     results: list[CheckResult] = []
-    for component in components or COMPONENT_NAMES:
-        results.extend(run_component_checks(impl_set, component, config, device))
+    with one_thread():
+        for component in components or COMPONENT_NAMES:
+            results.extend(run_component_checks(impl_set, component, config, device))
     return results

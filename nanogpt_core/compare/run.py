@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import torch
 
-from nanogpt_core.checks.harness import Bench, default_check_config, seeded
+from nanogpt_core.checks.harness import Bench, default_check_config, one_thread, seeded
 from nanogpt_core.checks.isolation import matches_reference
 from nanogpt_core.checks.result import CheckResult
 from nanogpt_core.checks.runner import run_component_checks
@@ -103,6 +103,14 @@ def compare(use: UseSpec = None, steps: int = 50, device: str | torch.device | N
     With nothing swapped (use=None or "reference") every component is compared with itself, which must pass.
     `data`: "corpus" (the built-in corpus as bytes) or "synthetic" (a Markov token stream, no files).
     """
+    # tiny models: one CPU thread is fastest, see one_thread (a GPU run is unaffected)
+    with one_thread():
+        return _compare(use, steps, device, config, seed, batch_size, data, mode, check_config, progress)
+
+
+def _compare(use: UseSpec, steps: int, device: str | torch.device | None, config: GPTConfig | None, seed: int,
+             batch_size: int, data: str, mode: str, check_config: GPTConfig | None,
+             progress: Progress | None) -> Report:
     t_start = time.perf_counter()
     say = progress or (lambda message: None)
     if mode not in MODES:
