@@ -109,13 +109,13 @@ class Tracer:
     def emit(self, line: str) -> None:
         print(f"{PREFIX} {line}", file=self.file or sys.stdout, flush=True)
 
-    def _tag(self, component: str | None) -> str:
+    def tag(self, component: str | None) -> str:
         if component is None:
             return ""
         return f"  [{self.use.get(component, '?')}:{component}]" if self.use else f"  [{component}]"
 
     def call(self, label: str, component: str | None, args: tuple, where: str = "") -> None:
-        self.emit(f"{label}() called{where}{self._tag(component)}")
+        self.emit(f"{label}() called{where}{self.tag(component)}")
         tensors = [t for a in args for t in _tensors(a)]
         if tensors:
             self.emit(f"  Input shape: {tensors[0].shape}")
@@ -280,7 +280,7 @@ def trace_construction(parts: dict[str, Any], use: dict[str, str], mode: str | b
                     layer = args[1] if len(args) > 1 and isinstance(args[1], int) else kwargs.get("layer_idx")
                     where = f" for layer {layer}" if isinstance(layer, int) else ""
                     if type(self) is cls:
-                        tracer.emit(f"{cls.__name__}.__init__() called{where}{tracer._tag(component)}")
+                        tracer.emit(f"{cls.__name__}.__init__() called{where}{tracer.tag(component)}")
                     init(self, *args, **kwargs)
 
                 return traced_init
