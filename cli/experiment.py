@@ -47,7 +47,7 @@ def experiment_command(variants: tuple[str, ...], steps: int, seeds: int, out: s
     """Train variants side by side (same data, batches, seeds) and compare val bpb, speed, size and memory."""
     settings = {name: value for name, value in flags.items() if value is not None}
     chosen = parse_variants(variants)
-    console = Console()
+    console = Console(width=max(120, Console().width))  # the table never wraps its numbers
     with console.status("starting…") as status:
         result = run_experiment(chosen, steps, seeds, out=out, progress=lambda m: status.update(m.strip()),
                                 **settings)
