@@ -40,11 +40,21 @@ class HalfWidthMLP(ref.MLP):
         return super().forward(x)[..., : x.size(-1) // 2]
 
 
+class NoCastRotary(ref.Rotary):
+    """Forgets `.to(x.dtype)`: q and k come back in the table's bfloat16 while v stays float32."""
+
+    @staticmethod
+    def apply(x, cos, sin):
+        d = x.shape[3] // 2
+        x1, x2 = x[..., :d], x[..., d:]
+        return torch.cat([x1 * cos + x2 * sin, x1 * (-sin) + x2 * cos], 3).bfloat16()
+
+
 @pytest.fixture(scope="module")
 def buggy():
     parts = dict(REFERENCE_PARTS, attention=WrongKVHeads, mlp=ReturnsNothing)
     with registered(make_set("buggy", parts), "test-buggy"):
-        with registered(make_set("half", dict(REFERENCE_PARTS, mlp=HalfWidthMLP)), "test-half"):
+        with registered(make_set("half", dict(REFERENCE_PARTS, mlp=HalfWidthMLP, rotary=NoCastRotary)), "test-half"):
             yield "buggy"
 
 
@@ -113,6 +123,17 @@ def test_error_surfacing_in_reference_code_names_the_swapped_component(buggy):
     d = diagnose(info.value, model.use)
     assert (d.component, d.impl_set, d.method, d.kind) == ("block", "reference", "forward", "shape")
     assert d.suspects == ["mlp"] and "your mlp returned" in d.hint
+
+
+def test_dtype_leak_from_rotary_is_diagnosed_with_the_seeds_hint(buggy):
+    model = build_model(smoke_config(), use="half:rotary")
+    model.init_weights()
+    with pytest.raises(RuntimeError) as info:
+        model(torch.zeros(1, 5, dtype=torch.long))
+    d = diagnose(info.value, model.use)
+    assert d.kind == "dtype" and d.component == "attention" and d.impl_set == "reference"
+    assert d.suspects == ["rotary"] and ".to(x.dtype)" in d.hint
+    assert "q: (1, 2, 5, 16) bfloat16 cpu" in d.actual and "v: (1, 1, 5, 16) float32 cpu" in d.actual
 
 
 def test_an_error_outside_components_is_not_diagnosed():
