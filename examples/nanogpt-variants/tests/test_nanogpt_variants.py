@@ -236,3 +236,21 @@ def test_all_variants_together_train_a_few_steps():
         losses.append(loss.item())
     assert abs(losses[0] - math.log(CONFIG.vocab_size)) < 1e-4
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_all_variants_run_under_bf16_autocast():
+    """Mixed precision as on a GPU (CPU autocast stands in): layer_norm is autocast to fp32, so LayerNorm must hand
+    back the input's dtype or attention would get q, k in fp32 and v in bf16."""
+    model = build_model(CONFIG, use="swiglu,layernorm,window")  # PyTorch's default init: non-zero logits
+    idx = torch.randint(0, CONFIG.vocab_size, (1, 40))  # past the window (8) and the training length (32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        full = model(idx)
+        cache = model.new_kv_cache(1, 40)
+        cached = torch.cat([model(idx[:, :30], kv_cache=cache)] + [model(idx[:, t : t + 1], kv_cache=cache)
+                                                                  for t in range(30, 40)], 1)
+        loss = model(idx, idx.roll(-1, 1))
+    loss.backward()
+    assert full.dtype == torch.bfloat16 and torch.isfinite(loss)
+    scale = full.float().abs().max().item()
+    assert scale > 0.5
+    assert (cached.float() - full.float()).abs().max().item() < 0.05 * scale  # bf16 rounding, not a wrong mask
