@@ -16,6 +16,7 @@ from dataclasses import fields
 import click
 from click.core import ParameterSource
 
+from nanogpt_cli.errors import EXIT_INTERRUPTED
 from nanogpt_core.hardware import DEVICE_CHOICES
 from nanogpt_core.training import TrainSettings, resolve_resume, resume_settings, train
 
@@ -102,7 +103,11 @@ def train_command(ctx: click.Context, core_metric_every: int | None, compile_: b
         if resume == "auto":
             click.echo("Note: --resume auto found no checkpoint to continue; starting a new run.")
         settings = TrainSettings(**explicit)
-    result = train(settings, resume=checkpoint)
+    try:
+        result = train(settings, resume=checkpoint)
+    except KeyboardInterrupt:  # click would turn it into "Aborted." and exit 1; Ctrl-C is the shell's 130
+        click.echo("Interrupted.", err=True)
+        ctx.exit(EXIT_INTERRUPTED)
 
     click.echo(f"Done: {result.step} steps in {result.wall_time_s:.0f}s wall ({result.train_time_s:.0f}s training, "
                f"{result.tokens_per_sec:,.0f} tok/s)" + _bpb_summary(result))

@@ -118,3 +118,31 @@ def test_bad_flags_are_one_line_errors(tiny_corpus, tiny_tokenizer, tmp_path, ar
     assert result.exit_code == 2, result.output
     assert message in result.stderr
     assert "Traceback" not in result.output or "--debug=loud" in args
+
+
+def test_ctrl_c_saves_and_exits_130(tiny_corpus, tiny_tokenizer, tmp_path):  # noqa: F811
+    """The real thing: a `nanogpt train` process gets SIGINT mid-run, saves at a step boundary and exits 130."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = [sys.executable, "-m", "nanogpt_cli", "train",
+            *tiny(tiny_corpus, tiny_tokenizer, tmp_path / "run", "--num-iterations=100000")]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    lines = []
+    deadline = time.time() + 120
+    for line in proc.stdout:  # plain lines (not a terminal): wait for the second step
+        lines.append(line)
+        if line.startswith("step 00002/") or time.time() > deadline:
+            break
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    out = "".join(lines) + out
+    assert proc.returncode == 130, out + err
+    assert "Interrupted at step" in out and "Continue with: nanogpt train --resume" in out
+    assert "Interrupted." in err and "Traceback" not in err
+    step = load_checkpoint(tmp_path / "run").step
+    assert step >= 2
+    assert [r["step"] for r in read_metrics(tmp_path / "run") if r["type"] == "train"] == list(range(step))

@@ -233,3 +233,25 @@ def test_a_fresh_run_refuses_a_folder_that_holds_a_run(tiny_corpus, tiny_tokeniz
     with pytest.raises(ConfigError, match="already holds a run"):
         train(tiny_settings(tiny_corpus, tiny_tokenizer, tmp_path / "run", num_iterations=1),
               stream=open(os.devnull, "w"))
+
+
+def test_tokenizer_is_trained_into_the_run_then_reused(tiny_corpus, tiny_tokenizer, tmp_path):  # noqa: F811
+    from nanogpt_core.tokenizer import Tokenizer
+
+    quiet = open(os.devnull, "w")
+    run = tmp_path / "run"
+    settings = tiny_settings(tiny_corpus, None, run, num_iterations=0, vocab_size=300)
+    train(settings, stream=quiet)
+    trained = Tokenizer.load(run / "tokenizer")
+    assert trained.vocab_size == 300
+    assert json.loads((run / "config.json").read_text())["model"]["vocab_size"] == 300
+    # a folder with a tokenizer but no checkpoint (a run stopped before its first save) reuses it...
+    import shutil
+
+    shutil.rmtree(run / "checkpoints")
+    result = train(tiny_settings(tiny_corpus, None, run, num_iterations=0), stream=quiet)
+    assert load_checkpoint(result.checkpoint).tokenizer_fingerprint == trained.fingerprint
+    # ...and refuses a --vocab-size it does not have
+    shutil.rmtree(run / "checkpoints")
+    with pytest.raises(ConfigError, match="has a 300-token tokenizer but --vocab-size is 512"):
+        train(tiny_settings(tiny_corpus, None, run, num_iterations=0, vocab_size=512), stream=quiet)

@@ -44,11 +44,11 @@ def tiny_tokenizer(tiny_corpus, tmp_path_factory) -> Path:
     return folder
 
 
-def tiny_settings(corpus: Path, tokenizer: Path, out: Path, **overrides) -> TrainSettings:
+def tiny_settings(corpus: Path, tokenizer: Path | None, out: Path, **overrides) -> TrainSettings:
     """One layer, 64 wide, 64-token context, 256 tokens a step (2 micro-batches of 2 x 64): ~10 ms a step."""
     base = dict(depth=1, n_embd=64, n_head=1, n_kv_head=1, max_seq_len=64, device_batch_size=2,
                 total_batch_size=256, num_iterations=8, eval_every=-1, eval_tokens=512, sample_every=-1,
-                data=str(corpus), tokenizer=str(tokenizer), out=str(out), device="cpu", seed=7)
+                data=str(corpus), tokenizer=str(tokenizer) if tokenizer else None, out=str(out), device="cpu", seed=7)
     base.update(overrides)
     return TrainSettings(**base)
 
