@@ -393,8 +393,9 @@ def train(
     peak = peak_flops(device)
     if ranks.is_main:
         _write_config(run_dir, settings, model, tokenizer, accum, device)
+    heads = f"{config.n_head} head{'s' if config.n_head > 1 else ''}"
     log.note(f"Model: {model.use_spec} | {num_params:,} parameters | depth {config.n_layer}, width {config.n_embd}, "
-             f"{config.n_head} head{'s' if config.n_head > 1 else ''}, context {config.sequence_len}, vocab {config.vocab_size} | device {device}")
+             f"{heads}, context {config.sequence_len}, vocab {config.vocab_size} | device {device}")
     log.note(f"Batch: {settings.device_batch_size} x {settings.max_seq_len} tokens x {accum} accumulation steps x "
              f"{ranks.world_size} rank(s) = {settings.total_batch_size:,} tokens/step | {settings.num_iterations} "
              f"steps | run folder {run_dir}")
