@@ -28,6 +28,8 @@ DIAGNOSES: dict[str, str] = {
     "missing QK-norm": "normalise q and k per head (q_norm(q), k_norm(k)) before the attention product.",
     "rotary applied after QK-norm": "apply rotary to q and k first, then QK-norm (the reference order); with RMSNorm "
     "the order is invisible, with a mean-subtracting or weighted norm it is not.",
+    "QK-norm does not use the injected norm": "build q_norm and k_norm with the `norm` the constructor receives "
+    "(norm(head_dim)), so swapping the norm component reaches QK-norm too.",
     "GQA head mapping": "query head h must use key/value head h // (n_head // n_kv_head): repeat_interleave, not "
     "repeat/tile (or enable_gqa=True in scaled_dot_product_attention).",
     "rotary relative-offset property broken": "rotate each pair (x1, x2) by the angle: y1 = x1*cos + x2*sin, "

@@ -88,6 +88,14 @@ class NoQKNorm(_Attention):
         return self.rotary.apply(q, cos, sin), self.rotary.apply(k, cos, sin)
 
 
+class HardcodedQKNorm(_Attention):
+    """QK-norm with F.rms_norm written in, ignoring the injected norm: right today, wrong once norm is swapped."""
+
+    def qk(self, x, cos_sin):
+        q, k = NoQKNorm.qk(self, x, cos_sin)
+        return F.rms_norm(q, (q.size(-1),)), F.rms_norm(k, (k.size(-1),))
+
+
 class GQATiled(_Attention):
     """Expands the key/value heads with repeat (tiling) instead of repeat_interleave: query head h reads kv head
     h % n_kv_head instead of h // group."""
@@ -247,6 +255,7 @@ BUGS: dict[str, tuple[str, object, str]] = {
     "bug-rotary-half-sign": ("rotary", RotaryHalfSign, "rotary relative-offset property broken"),
     "bug-rotary-after-qknorm": ("attention", RotaryAfterQKNorm, "rotary applied after QK-norm"),
     "bug-no-qknorm": ("attention", NoQKNorm, "missing QK-norm"),
+    "bug-qknorm-hardcoded": ("attention", HardcodedQKNorm, "QK-norm does not use the injected norm"),
     "bug-gqa-tiled": ("attention", GQATiled, "GQA head mapping"),
     "bug-kv-off-by-one": ("attention", KVCacheOffByOne, "KV-cache decode differs from full forward"),
     "bug-rotary-device": ("rotary", RotaryIgnoresDevice, "buffers on the wrong device or dtype"),
