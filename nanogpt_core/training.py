@@ -77,7 +77,7 @@ class TrainSettings:
     # batch and horizon
     device_batch_size: int = 8
     total_batch_size: int = 4096
-    num_iterations: int = 300
+    num_iterations: int = 250
     # optimisation (nanochat's defaults)
     embedding_lr: float = 0.2
     unembedding_lr: float = 0.004
@@ -88,7 +88,7 @@ class TrainSettings:
     warmdown_ratio: float = 0.2
     final_lr_frac: float = 0.0
     # evaluation, samples, checkpoints
-    eval_every: int = 100
+    eval_every: int = 50
     eval_tokens: int = 8192
     sample_every: int = -1
     save_every: int = -1
@@ -112,6 +112,7 @@ class TrainSettings:
 
 # Settings a resumed run must share with its checkpoint: they fix the weights' shapes or the data the loader indexes.
 RESUME_FIXED = ("depth", "max_seq_len", "n_embd", "n_head", "n_kv_head", "vocab_size", "data", "tokenizer")
+PATH_SETTINGS = ("data", "tokenizer", "out")
 
 
 @dataclass
@@ -245,7 +246,7 @@ def resume_settings(checkpoint: str | Path, overrides: dict[str, Any]) -> TrainS
             from exc
     settings = TrainSettings.from_dict(saved)
     for name, value in overrides.items():
-        if name in RESUME_FIXED and value != getattr(settings, name):
+        if name in RESUME_FIXED and _comparable(name, value) != _comparable(name, getattr(settings, name)):
             raise CheckpointError(f"--{name.replace('_', '-')} {value} differs from the checkpoint's "
                                   f"{getattr(settings, name)}; a resumed run keeps the model's shape and data "
                                   f"(drop the flag, or start a new run).")
@@ -255,6 +256,21 @@ def resume_settings(checkpoint: str | Path, overrides: dict[str, Any]) -> TrainS
     if "debug" not in overrides:
         settings.debug = None  # the trace is for the run it was asked for, not for every resume of it
     return settings
+
+
+def _comparable(name: str, value: Any) -> Any:
+    """Paths compare by where they point, so `--data corpus.txt` matches the absolute path a checkpoint keeps."""
+    if name in PATH_SETTINGS and value is not None:
+        return str(Path(value).expanduser().resolve())
+    return value
+
+
+def _absolute_paths(settings: TrainSettings) -> dict[str, Any]:
+    """Settings as saved: path settings made absolute, so a resume from another folder finds the same files."""
+    saved = settings.to_dict()
+    for name in PATH_SETTINGS:
+        saved[name] = _comparable(name, saved[name])
+    return saved
 
 
 def _tokens_digest(tokens: torch.Tensor) -> str:
@@ -316,7 +332,7 @@ def train(
     from nanogpt_core.model import build_model
 
     wall_start = time.time()
-    ranks = ranks or Ranks()
+    ranks = ranks or Ranks.from_env()
     device = resolve_device(settings.device)
     ckpt_path = resolve_checkpoint(resume) if resume is not None else None
     run_dir = Path(settings.out) if settings.out else (run_dir_of(ckpt_path) if ckpt_path else default_run_dir())
@@ -415,7 +431,7 @@ def train(
 
     def save(step: int, train_loader_state: dict[str, int]) -> Path:
         state = {
-            "settings": settings.to_dict(),
+            "settings": _absolute_paths(settings),
             "train_loader": train_loader_state,
             "val_loader": {"position": 0, "epoch": 0},  # rebuilt at every evaluation, so always at the start
             "rng": rng_state(device),

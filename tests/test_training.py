@@ -225,6 +225,10 @@ def test_resume_refuses_a_change_of_shape_and_keeps_other_overrides(tiny_corpus,
     settings = resume_settings(tmp_path / "run", {"num_iterations": 4, "matrix_lr": 0.01})
     assert settings.num_iterations == 4 and settings.matrix_lr == 0.01 and settings.depth == 1
     assert settings.out == str(tmp_path / "run")
+    # the same data by a relative path is the same data
+    assert resume_settings(tmp_path / "run", {"data": os.path.relpath(tiny_corpus)}).depth == 1
+    with pytest.raises(CheckpointError, match="--data .* differs"):
+        resume_settings(tmp_path / "run", {"data": str(tmp_path / "other.txt")})
 
 
 def test_a_fresh_run_refuses_a_folder_that_holds_a_run(tiny_corpus, tiny_tokenizer, tmp_path):  # noqa: F811
