@@ -81,7 +81,8 @@ def render(report: Report, console: Console) -> None:
             console.print(f"[red]✗ {v.component}[/red]: [bold]{v.diagnosis}[/bold] — {v.detail}")
             failing = [c for c in [*v.checks, *([v.isolation] if v.isolation else [])] if c.passed is False]
             for c in failing[1:4]:
-                console.print(f"    also {c.name}: {c.detail}")
+                detail = c.detail if len(c.detail) <= 200 else c.detail[:200] + "… (--json has it all)"
+                console.print(f"    also {c.name}: {detail}")
             console.print(f"    [bold]next:[/bold] {v.next_step}")
         elif v.status == "not implemented":
             console.print(f"[yellow]… {v.component}[/yellow]: {v.detail}")

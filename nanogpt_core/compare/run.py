@@ -31,6 +31,9 @@ from nanogpt_core.use_spec import DEFAULT_SET, UseSpec, format_use, resolve_use
 # itself is swapped) two correct models differ by the luck of the draw.
 TRAINING_TOLERANCE_SHARED = 1e-2
 TRAINING_TOLERANCE_OWN_INIT = 0.15
+# Under CUDA's bf16 autocast every matmul rounds to 8 bits, so two exact implementations drift further apart. Not yet
+# measured on a GPU: a first estimate, to be tightened from real runs.
+TRAINING_TOLERANCE_SHARED_AUTOCAST = 5e-2
 
 Progress = Callable[[str], None]
 
@@ -87,7 +90,10 @@ def side_by_side(use: dict[str, str], config: GPTConfig, steps: int, batch_size:
     reference = train_curve(reference_use, config, batches, seed, device, state=start)
     own_init = use["init"] != DEFAULT_SET
     candidate = train_curve(use, config, batches, seed, device, state=None if own_init else start)
-    tolerance = TRAINING_TOLERANCE_OWN_INIT if own_init else TRAINING_TOLERANCE_SHARED
+    if own_init:
+        tolerance = TRAINING_TOLERANCE_OWN_INIT
+    else:
+        tolerance = TRAINING_TOLERANCE_SHARED_AUTOCAST if device.type == "cuda" else TRAINING_TOLERANCE_SHARED
     comparison = TrainingComparison(steps, batch_size, config.sequence_len, data, reference, candidate, tolerance,
                                     None)
     finished = len(candidate.losses) == len(reference.losses)
