@@ -11,11 +11,16 @@ checks on the candidate model (the optimizer and init checks see its extra param
 
     results = design_checks("swiglu:mlp,layernorm:norm")
     assert all(r.passed for r in results)
+
+`design_report` is `compare` in this mode: compare's Report with mode "design", a verdict per component from the
+applicable checks only, and the side-by-side training without an equality verdict.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
+from collections.abc import Callable
 
 import torch
 
@@ -24,9 +29,13 @@ from nanogpt_core.checks.modules import Check
 from nanogpt_core.checks.result import CheckResult
 from nanogpt_core.checks.runner import SEED, checks_for, error_result, not_implemented
 from nanogpt_core.checks.whole_model import IN_MODEL_CHECKS, MODEL_CHECKS, init_every_parameter, softcap_probe
+from nanogpt_core.compare.report import ComponentVerdict, Report, TrainingComparison
 from nanogpt_core.config import GPTConfig
 from nanogpt_core.contracts import COMPONENT_NAMES
-from nanogpt_core.use_spec import DEFAULT_SET, UseSpec, resolve_use
+from nanogpt_core.errors import ConfigError
+from nanogpt_core.use_spec import DEFAULT_SET, UseSpec, format_use, resolve_use
+
+DESIGN_MODE = "design"  # Report.mode of a comparison without an equality verdict
 
 # Per component, the check names (as CheckResult.name reports them) that test the reference's design rather than
 # the component's contract, with the reason a different design may fail them.
@@ -95,3 +104,83 @@ def design_checks(use: UseSpec, config: GPTConfig | None = None,
 
 def _softcap(bench: Bench) -> CheckResult:
     return softcap_probe(bench.model(), bench.tokens())
+
+
+# --- compare in "design" mode ----------------------------------------------------------------------------------------
+
+
+def design_report(use: UseSpec, steps: int = 50, device: str | torch.device | None = None,
+                  config: GPTConfig | None = None, seed: int = 0, *, batch_size: int = 8, data: str = "corpus",
+                  check_config: GPTConfig | None = None, progress: Callable[[str], None] | None = None) -> Report:
+    """`compare` for a different design: the same Report as compare's, with mode "design".
+
+    Per swapped component a verdict from the checks that apply (pass, or fail when the design breaks the contract;
+    no isolation comparison), the whole-model checks as probes, and both models trained side by side on the same
+    batches with the same seed, without an equality verdict (`training.passed` is None): the curves, the speed and
+    the memory are the result. The candidate starts from the reference's weights when its parameters have the same
+    names and shapes (less noise in the difference), else from its own init.
+    """
+    from nanogpt_core.compare.curves import DATA_CHOICES, default_compare_config, make_batches, train_curve
+    from nanogpt_core.hardware import resolve_device
+    from nanogpt_core.model import build_model
+
+    t_start = time.perf_counter()
+    say = progress or (lambda message: None)
+    if steps < 0 or batch_size < 1:
+        raise ConfigError(f"--steps must be >= 0 and the batch size >= 1 (got {steps}, {batch_size}).")
+    if data not in DATA_CHOICES:
+        raise ConfigError(f"unknown data {data!r}; choose one of {', '.join(DATA_CHOICES)}.")
+    chosen = resolve_use(use)
+    config = (config or default_compare_config()).validate()
+    check_config = (check_config or default_check_config()).validate()
+    dev = resolve_device(device or "auto")
+    report = Report(DESIGN_MODE, chosen, format_use(chosen), config.to_dict(), check_config.to_dict(), str(dev),
+                    seed)
+
+    t = time.perf_counter()
+    say("running the checks that apply to a different design")
+    results = design_checks(chosen, check_config)
+    for component in COMPONENT_NAMES:
+        if chosen[component] != DEFAULT_SET:
+            own = [r for r in results if r.component == component]
+            report.components.append(_verdict(chosen[component], component, own))
+    report.probes = [r for r in results if r.component == "model"]
+    report.timings["checks_s"] = time.perf_counter() - t
+    if report.not_implemented:
+        report.notes.append("training skipped: " + ", ".join(report.not_implemented) + " not implemented yet")
+    elif steps > 0:
+        t = time.perf_counter()
+        say(f"training reference and candidate for {steps} steps on {dev}")
+        batches = make_batches(config, steps, batch_size, data, seed, dev)
+        with seeded(seed):
+            ref_model = build_model(config, device=dev)
+            ref_model.init_weights()
+        start = {k: v.detach().clone() for k, v in ref_model.state_dict().items()}
+        with torch.device("meta"):
+            shapes = {k: v.shape for k, v in build_model(config, use=chosen).state_dict().items()}
+        shared = shapes == {k: v.shape for k, v in start.items()}
+        del ref_model
+        reference = train_curve(dict.fromkeys(COMPONENT_NAMES, DEFAULT_SET), config, batches, seed, dev, state=start)
+        candidate = train_curve(chosen, config, batches, seed, dev, state=start if shared else None)
+        report.training = TrainingComparison(steps, batch_size, config.sequence_len, data, reference, candidate,
+                                             float("nan"), None)
+        report.timings["training_s"] = time.perf_counter() - t
+    report.notes.append("design mode: no equality verdict; checks that pin the reference's design were skipped ("
+                        + ", ".join(sorted({n for c in report.components for n in PINNED_CHECKS[c.component]}))
+                        + ")" if report.components else "design mode: no equality verdict")
+    report.elapsed_s = time.perf_counter() - t_start
+    return report
+
+
+def _verdict(impl_set: str, component: str, checks: list[CheckResult]) -> ComponentVerdict:
+    todo = next((r for r in checks if r.diagnosis == "not implemented"), None)
+    if todo is not None:
+        return ComponentVerdict(component, impl_set, "not implemented", "not implemented", checks, None,
+                                ["not implemented"], todo.detail)
+    failed = [r for r in checks if r.passed is False]
+    if not failed:
+        return ComponentVerdict(component, impl_set, "pass", "", checks, None, [],
+                                f"{len(checks)} applicable checks pass")
+    diagnoses = list(dict.fromkeys(r.diagnosis for r in failed if r.diagnosis))
+    return ComponentVerdict(component, impl_set, "fail", diagnoses[0] if diagnoses else "", checks, None, diagnoses,
+                            f"{failed[0].name}: {failed[0].detail}")

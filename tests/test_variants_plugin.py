@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from tiny_training import tiny_corpus, tiny_settings, tiny_tokenizer  # noqa: F401
 
 from nanogpt_core.checkpoint import CheckpointError, latest_checkpoint, load_model
-from nanogpt_core.design import PINNED_CHECKS, design_checks
+from nanogpt_core.design import DESIGN_MODE, PINNED_CHECKS, design_checks, design_report
 from nanogpt_core.hookspecs import hookimpl
 from nanogpt_core.registry import load_plugins, pm, register_plugin, registrations, unregister_plugin
 
@@ -142,6 +142,32 @@ def test_design_checks_catch_a_design_that_breaks_the_contract(variants_plugin):
     assert failed[("attention", "causal")] == "causal leakage"
     assert failed[("model", "model causal")] == "causal leakage"
     assert ("leaky-window", "attention") not in registrations()
+
+
+def test_design_report_is_compare_without_an_equality_verdict(variants_plugin):
+    report = design_report("swiglu:mlp", steps=4, device="cpu", data="synthetic", batch_size=2)
+    assert report.mode == DESIGN_MODE and report.use["mlp"] == "swiglu"
+    verdict = report.verdict("mlp")
+    assert verdict.status == "pass" and verdict.isolation is None
+    assert not {c.name for c in verdict.checks} & set(PINNED_CHECKS["mlp"])
+    assert {p.name for p in report.probes} >= {"model causal", "every parameter in one group"}
+    t = report.training
+    assert t.passed is None and len(t.candidate.losses) == len(t.reference.losses) == 4
+    assert not t.candidate.shared_weights  # SwiGLU's matrices differ: it starts from its own init (same seed)
+    assert t.candidate.losses[0] == pytest.approx(t.reference.losses[0], abs=1e-4)  # both ln(vocab): zeroed heads
+    assert report.passed and report.exit_code == 0 and json.dumps(report.to_dict())
+
+
+def test_design_report_fails_a_design_that_breaks_the_contract(variants_plugin):
+    plugin = _BrokenPlugin()
+    register_plugin(plugin, name="broken-design")
+    try:
+        report = design_report("leaky-window:attention", steps=0, device="cpu")
+    finally:
+        unregister_plugin(plugin)
+    assert report.verdict("attention").status == "fail"
+    assert report.verdict("attention").diagnosis == "causal leakage"
+    assert "attention" in report.failed and "probe:model causal" in report.failed and report.exit_code == 1
 
 
 def test_layernorm_variant_trains_checkpoints_and_loads(variants_plugin, tiny_corpus, tiny_tokenizer, tmp_path):  # noqa: F811
