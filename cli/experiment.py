@@ -43,14 +43,17 @@ from nanogpt_core.hardware import DEVICE_CHOICES
 @click.option("--data", default=None, help="Training text (default: the built-in corpus).")
 @click.option("--tokenizer", default=None, help="A tokenizer folder (default: trained once by the first run).")
 @click.option("--device", type=click.Choice(DEVICE_CHOICES), default=None, help="Where to train. [default: auto]")
-def experiment_command(variants: tuple[str, ...], steps: int, seeds: int, out: str | None, **flags) -> None:
+@click.option("--check/--no-check", default=True, show_default=True,
+              help="First run the contract checks that apply to a different design; refuse a variant that fails.")
+def experiment_command(variants: tuple[str, ...], steps: int, seeds: int, out: str | None, check: bool,
+                       **flags) -> None:
     """Train variants side by side (same data, batches, seeds) and compare val bpb, speed, size and memory."""
     settings = {name: value for name, value in flags.items() if value is not None}
     chosen = parse_variants(variants)
     console = Console(width=max(120, Console().width))  # the table never wraps its numbers
     with console.status("starting…") as status:
-        result = run_experiment(chosen, steps, seeds, out=out, progress=lambda m: status.update(m.strip()),
-                                **settings)
+        result = run_experiment(chosen, steps, seeds, out=out, check=check,
+                                progress=lambda m: status.update(m.strip()), **settings)
     render(result, console)
 
 

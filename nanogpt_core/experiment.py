@@ -86,6 +86,7 @@ class ExperimentResult:
     runs: list[RunRecord] = field(default_factory=list)
     summaries: list[VariantSummary] = field(default_factory=list)
     out_dir: str | None = None
+    checks: dict[str, int] = field(default_factory=dict)  # variant -> design checks passed (non-reference, if asked)
 
     @property
     def baseline(self) -> VariantSummary:
@@ -112,13 +113,14 @@ class ExperimentResult:
                 "tok/s": f"{s.tokens_per_sec_mean:,.0f}",
                 "params": f"{s.num_params:,}",
                 "peak memory": format_bytes(s.peak_memory_bytes),
+                **({"checks": f"{self.checks[s.name]} pass"} if s.name in self.checks else {}),
             })
         return rows
 
     def to_dict(self) -> dict[str, Any]:
         return {"variants": self.variants, "steps": self.steps, "seeds": self.seeds, "device": self.device,
                 "settings": self.settings, "summaries": [_finite(asdict(s)) for s in self.summaries],
-                "runs": [_finite(asdict(r)) for r in self.runs], "out_dir": self.out_dir}
+                "runs": [_finite(asdict(r)) for r in self.runs], "checks": self.checks, "out_dir": self.out_dir}
 
     def markdown(self) -> str:
         rows = self.rows()
@@ -127,7 +129,9 @@ class ExperimentResult:
                  "",
                  f"Seeds {', '.join(map(str, self.seeds))} on {self.device}; final validation bits per byte as mean "
                  f"± sample std over seeds; Δ against `{self.baseline.name}`; tok/s is the mean training "
-                 f"throughput; peak memory is CUDA's peak allocation (n/a on CPU).",
+                 f"throughput; peak memory is CUDA's peak allocation (n/a on CPU)"
+                 + ("; checks: the contract checks that apply to a different design, all passed before training."
+                    if self.checks else "."),
                  "",
                  "| " + " | ".join(header) + " |",
                  "|" + "|".join("---" for _ in header) + "|"]
@@ -205,14 +209,18 @@ def run_experiment(
     seeds: int | Sequence[int] = DEFAULT_SEEDS,
     *,
     out: str | Path | None = None,
+    check: bool = False,
     progress: Progress | None = None,
     **settings: Any,
 ) -> ExperimentResult:
     """Train every variant once per seed (see the module docstring) and write the results into `out`.
 
     `variants`: {name: use spec}, the first is the baseline. `seeds`: a count (seeds 0..n-1) or the seeds
-    themselves. Other keyword arguments are `TrainSettings` fields shared by every run (depth, device, data,
-    tokenizer, device_batch_size, total_batch_size, max_seq_len, eval_tokens, ...); `num_iterations` is `steps`.
+    themselves. `check`: first run the contract checks that apply to a different design on every variant
+    (`nanogpt_core.design.design_checks`) and refuse to train one that breaks them (a non-causal attention would
+    "win" by reading the future). Other keyword arguments are `TrainSettings` fields shared by every run (depth,
+    device, data, tokenizer, device_batch_size, total_batch_size, max_seq_len, eval_tokens, ...); `num_iterations`
+    is `steps`.
     """
     say = progress or (lambda message: None)
     chosen = _check_variants(variants)
@@ -231,6 +239,8 @@ def run_experiment(
     if (out_dir / "runs").is_dir() and any((out_dir / "runs").iterdir()):
         raise ConfigError(f"{out_dir} already holds an experiment's runs; choose another --out (or delete it).")
     result = ExperimentResult(chosen, steps, seed_list, base.to_dict(), base.device, out_dir=str(out_dir))
+    if check:
+        result.checks = check_variants(chosen, say)
     tokenizer = base.tokenizer
     total, done = len(chosen) * len(seed_list), 0
     for name, spec in chosen.items():
@@ -249,6 +259,25 @@ def run_experiment(
                         for name, spec in chosen.items()]
     result.write(out_dir)
     return result
+
+
+def check_variants(variants: Mapping[str, str], say: Progress) -> dict[str, int]:
+    """The design checks of every variant: {name: checks passed}; ConfigError naming every failure otherwise."""
+    from nanogpt_core.design import design_checks
+
+    passed, problems = {}, []
+    for name, spec in variants.items():
+        if spec == "reference":
+            continue  # the reference is what the checks are measured against
+        say(f"checking {name} ({spec})")
+        results = design_checks(spec)
+        failed = [r for r in results if r.passed is not True]
+        problems += [f"{name}: {r.component} {r.name}: {r.diagnosis or r.status}" for r in failed]
+        passed[name] = len(results) - len(failed)
+    if problems:
+        raise ConfigError("a variant breaks the component contracts, so its numbers would mean nothing ("
+                          + "; ".join(problems) + "); fix it, or run without the checks (--no-check).")
+    return passed
 
 
 def _train_quietly(settings: TrainSettings) -> tuple[TrainResult, int | None]:

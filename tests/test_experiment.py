@@ -9,15 +9,25 @@ import statistics
 from pathlib import Path
 
 import pytest
+import torch
 from click.testing import CliRunner
 from test_variants_plugin import variants_plugin  # noqa: F401
 from tiny_training import VOCAB_SIZE, tiny_corpus, tiny_settings, tiny_tokenizer  # noqa: F401
 
 from nanogpt_core.errors import ConfigError, UseSpecError
 from nanogpt_core.experiment import PLOT_FILE, RESULTS_JSON, RESULTS_MD, parse_variants, run_experiment
+from nanogpt_core.registry import register_plugin, unregister_plugin
 
 STEPS = 4
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def tiny(corpus: Path, tokenizer: Path) -> dict:
@@ -108,6 +118,7 @@ def test_the_cli_prints_the_table_and_writes_the_results(variants_plugin, tiny_c
     assert data["variants"] == {"base": "reference", "gelu": "gelu:mlp"} and data["steps"] == 2
     for s in data["summaries"]:
         assert s["name"] in result.output and f"{s['val_bpb_mean']:.4f} ± 0.0000" in result.output
+    assert data["checks"]["gelu"] >= 15 and f"{data['checks']['gelu']} pass" in result.output  # --check is the default
     assert (out / PLOT_FILE).is_file() and (out / RESULTS_MD).is_file()
 
 
@@ -142,6 +153,20 @@ def test_bad_input_fails_before_any_training(variants_plugin, tmp_path):  # noqa
     with pytest.raises(ConfigError, match="already holds an experiment"):
         run_experiment({"base": "reference"}, 2, out=tmp_path / "f")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_check_refuses_a_variant_that_breaks_the_contract_before_training(variants_plugin, tmp_path):  # noqa: F811
+    from test_variants_plugin import _BrokenPlugin
+
+    plugin = _BrokenPlugin()
+    register_plugin(plugin, name="broken-design")
+    try:
+        with pytest.raises(ConfigError, match=r"leaky: attention causal: causal leakage.*--no-check"):
+            run_experiment({"base": "reference", "leaky": "leaky-window:attention"}, 2, out=tmp_path / "x",
+                           check=True)
+    finally:
+        unregister_plugin(plugin)
+    assert not (tmp_path / "x").exists()
 
 
 def test_the_cli_reports_a_bad_variant_in_one_line(variants_plugin):  # noqa: F811
