@@ -112,6 +112,8 @@ def test_progress_bar_on_a_terminal():
     (["--resume", "/nonexistent/run"], "no checkpoint at /nonexistent/run"),
     (["--use", "nosuchset:attention"], "unknown implementation set 'nosuchset'"),
     (["--debug=loud"], "--debug takes no value or 'stats'"),  # (any --debug also shows the traceback)
+    pytest.param(["--device=cuda"], "torch sees no CUDA GPU; use --device cpu",
+                 marks=pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="has a GPU")),
 ])
 def test_bad_flags_are_one_line_errors(tiny_corpus, tiny_tokenizer, tmp_path, args, message):  # noqa: F811
     result = run(*tiny(tiny_corpus, tiny_tokenizer, tmp_path / "run", "--num-iterations=1"), *args)
