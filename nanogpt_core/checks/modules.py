@@ -132,6 +132,17 @@ def norm_per_vector(b: Bench) -> CheckResult:
                   f"changing one vector changed the others by rel {err:.1e}", numbers, "norm over the wrong dimension")
 
 
+def norm_zero_input(b: Bench) -> CheckResult:
+    """An all-zero vector (a padded position, a dead channel group) must not become NaN: that is what eps is for."""
+    norm = b.build()
+    x = b.x()
+    x[0, 0] = 0.0
+    y = norm(x)
+    ok = bool(torch.isfinite(y).all())
+    return result("zero vector stays finite", ok, "norm(0) is finite" if ok else
+                  "norm of an all-zero vector gives NaN/Inf: add eps inside the square root", {}, "NaN/Inf")
+
+
 def norm_gradients(b: Bench) -> CheckResult:
     norm = b.build()
     x = b.x().requires_grad_(True)
@@ -459,7 +470,7 @@ def block_gradients(b: Bench) -> CheckResult:
 
 
 MODULE_CHECKS: dict[str, list[Check]] = {
-    "norm": [norm_output, norm_normalises, norm_scale_invariant, norm_per_vector, norm_gradients],
+    "norm": [norm_output, norm_normalises, norm_scale_invariant, norm_per_vector, norm_zero_input, norm_gradients],
     "rotary": [rotary_table, rotary_output, rotary_preserves_length, rotary_relative_offset, rotary_gradients],
     "attention": [param_shape_check, attention_output, attention_causal, attention_qk_norm, attention_gqa_mapping,
                   attention_kv_cache, attention_gradients],

@@ -169,6 +169,24 @@ class NormWrongDim(nn.Module):
         return x * torch.rsqrt(x.pow(2).mean(dim=1, keepdim=True) + 1e-6)
 
 
+class NormWithoutEps(nn.Module):
+    """x / sqrt(mean(x^2)) with no eps: NaN for an all-zero vector."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x):
+        return x / x.pow(2).mean(dim=-1, keepdim=True).sqrt()
+
+
+class DetachedMLP(MLP):
+    """Detaches the hidden layer (a stray .detach() while debugging): c_fc and the input get no gradient."""
+
+    def forward(self, x):
+        return self.c_proj(F.relu(self.c_fc(x).detach()).square())
+
+
 class ReluMLP(MLP):
     """relu instead of relu²."""
 
@@ -260,6 +278,8 @@ BUGS: dict[str, tuple[str, object, str]] = {
     "bug-kv-off-by-one": ("attention", KVCacheOffByOne, "KV-cache decode differs from full forward"),
     "bug-rotary-device": ("rotary", RotaryIgnoresDevice, "buffers on the wrong device or dtype"),
     "bug-norm-wrong-dim": ("norm", NormWrongDim, "norm over the wrong dimension"),
+    "bug-norm-no-eps": ("norm", NormWithoutEps, "NaN/Inf"),
+    "bug-mlp-detached": ("mlp", DetachedMLP, "zero or missing gradients"),
     "bug-relu": ("mlp", ReluMLP, "relu instead of relu²"),
     "bug-no-residual": ("block", NoResidualBlock, "missing residual"),
     "bug-init-std": ("init", init_gpt2_std, "wrong init std"),
