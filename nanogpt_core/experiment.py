@@ -18,7 +18,6 @@ the numbers (see `nanogpt compare` for "does my component equal the reference").
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
 import math
 import os
@@ -30,14 +29,17 @@ from typing import Any
 
 import torch
 
-from nanogpt_core.errors import ConfigError
-from nanogpt_core.training import TOKENIZER_DIR, TrainResult, TrainSettings, train
+from nanogpt_core.errors import ConfigError, TrainingError
+from nanogpt_core.hardware import resolve_device
+from nanogpt_core.run_log import read_metrics
+from nanogpt_core.training import CONFIG_FILE, TOKENIZER_DIR, TrainResult, TrainSettings, train
 from nanogpt_core.use_spec import format_use, resolve_use
 
 RUNS_DIR = "runs"
 RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
 PLOT_FILE = "loss_curves.png"
+LOG_FILE = "train.log"  # each run's console output, in its own folder
 DEFAULT_SEEDS = 3
 
 Progress = Callable[[str], None]
@@ -58,11 +60,13 @@ class RunRecord:
     peak_memory_bytes: int | None  # CUDA's peak allocated memory during the run; None on CPU and MPS
     train_time_s: float
     run_dir: str
+    diverged: str | None = None  # the TrainingError's message when the loss became NaN/Inf; the run stopped there
 
 
 @dataclass
 class VariantSummary:
-    """One variant over all seeds. `*_std` is the sample standard deviation (0 with a single seed)."""
+    """One variant over all seeds. `*_std` is the sample standard deviation (0 with a single seed); the val bpb is
+    over the runs that finished, the loss curve at each step over the runs that reached it with a finite loss."""
 
     name: str
     use: str
@@ -74,6 +78,7 @@ class VariantSummary:
     peak_memory_bytes: int | None  # the largest over seeds
     mean_losses: list[float]
     std_losses: list[float]
+    diverged: int = 0  # runs that stopped on a NaN/Inf loss
 
 
 @dataclass
@@ -108,7 +113,7 @@ class ExperimentResult:
             rows.append({
                 "variant": s.name,
                 "use": s.use,
-                "val bpb": "n/a" if s.val_bpb_mean is None else f"{s.val_bpb_mean:.4f} ± {s.val_bpb_std:.4f}",
+                "val bpb": _bpb_cell(s),
                 "Δ bpb": "" if s is self.baseline or delta is None else f"{delta:+.4f}",
                 "tok/s": f"{s.tokens_per_sec_mean:,.0f}",
                 "params": f"{s.num_params:,}",
@@ -118,6 +123,7 @@ class ExperimentResult:
         return rows
 
     def to_dict(self) -> dict[str, Any]:
+        """Everything, JSON-ready (a diverged run's NaN losses become the string "nan")."""
         return {"variants": self.variants, "steps": self.steps, "seeds": self.seeds, "device": self.device,
                 "settings": self.settings, "summaries": [_finite(asdict(s)) for s in self.summaries],
                 "runs": [_finite(asdict(r)) for r in self.runs], "checks": self.checks, "out_dir": self.out_dir}
@@ -136,6 +142,7 @@ class ExperimentResult:
                  "| " + " | ".join(header) + " |",
                  "|" + "|".join("---" for _ in header) + "|"]
         lines += ["| " + " | ".join(row[h] for h in header) + " |" for row in rows]
+        lines += [f"\n{r.variant} seed {r.seed} diverged: {r.diverged}" for r in self.runs if r.diverged]
         return "\n".join(lines) + "\n"
 
     def write(self, out_dir: str | Path) -> dict[str, Path]:
@@ -147,6 +154,11 @@ class ExperimentResult:
         _write_text(paths["markdown"], self.markdown())
         plot_loss_curves(self, paths["plot"])
         return paths
+
+
+def _bpb_cell(s: VariantSummary) -> str:
+    text = "n/a" if s.val_bpb_mean is None else f"{s.val_bpb_mean:.4f} ± {s.val_bpb_std:.4f}"
+    return text + (f" ({s.diverged}/{len(s.seeds)} diverged)" if s.diverged else "")
 
 
 # --- parsing ----------------------------------------------------------------------------------------------------
@@ -238,7 +250,8 @@ def run_experiment(
     out_dir = Path(out) if out is not None else default_out_dir()
     if (out_dir / "runs").is_dir() and any((out_dir / "runs").iterdir()):
         raise ConfigError(f"{out_dir} already holds an experiment's runs; choose another --out (or delete it).")
-    result = ExperimentResult(chosen, steps, seed_list, base.to_dict(), base.device, out_dir=str(out_dir))
+    device = str(resolve_device(base.device))  # "auto" resolved once, so the table says where it ran
+    result = ExperimentResult(chosen, steps, seed_list, base.to_dict(), device, out_dir=str(out_dir))
     if check:
         result.checks = check_variants(chosen, say)
     tokenizer = base.tokenizer
@@ -250,11 +263,12 @@ def run_experiment(
             run_dir = out_dir / "runs" / name / f"seed{seed}"
             run_settings = TrainSettings.from_dict({**base.to_dict(), "use": spec, "seed": seed,
                                                     "out": str(run_dir), "tokenizer": tokenizer})
-            trained, peak = _train_quietly(run_settings)
+            record = _train_quietly(name, spec, run_settings)
             if tokenizer is None:  # the first run trained one: every later run reads the same tokens
                 tokenizer = str(run_dir / TOKENIZER_DIR)
-            result.runs.append(_record(name, spec, seed, trained, peak))
-            say(f"      val bpb {_fmt(result.runs[-1].val_bpb)}, {trained.tokens_per_sec:,.0f} tok/s")
+            result.runs.append(record)
+            say(f"      val bpb {_fmt(record.val_bpb)}, {record.tokens_per_sec:,.0f} tok/s"
+                + (" (diverged)" if record.diverged else ""))
     result.summaries = [summarize(name, spec, [r for r in result.runs if r.variant == name])
                         for name, spec in chosen.items()]
     result.write(out_dir)
@@ -280,32 +294,46 @@ def check_variants(variants: Mapping[str, str], say: Progress) -> dict[str, int]
     return passed
 
 
-def _train_quietly(settings: TrainSettings) -> tuple[TrainResult, int | None]:
-    """One run with its console output kept out of the experiment's (it still goes to the run's own files)."""
-    device = torch.device(_resolved_device(settings.device))
+def _train_quietly(name: str, spec: str, settings: TrainSettings) -> RunRecord:
+    """One training run, its console output in RUN/train.log instead of the experiment's. A run whose loss becomes
+    NaN/Inf is a result too (a variant that diverges at this learning rate): it is recorded from its metrics file,
+    and the experiment goes on."""
+    device = resolve_device(settings.device)
+    run_dir = Path(settings.out)
+    run_dir.mkdir(parents=True, exist_ok=True)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    trained = train(settings, stream=io.StringIO(), progress_bar=False)
+    with open(run_dir / LOG_FILE, "w", encoding="utf-8") as log:
+        try:
+            trained = train(settings, stream=log, progress_bar=False)
+        except TrainingError as exc:
+            log.write(f"Error: {exc}\n")
+            trained, diverged = _diverged_result(run_dir), str(exc)
+        else:
+            diverged = None
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
-    return trained, peak
+    return RunRecord(name, spec, settings.seed, list(trained.losses), trained.val_bpb, trained.first_val_bpb,
+                     trained.tokens_per_sec, trained.num_params, peak, trained.train_time_s, str(run_dir), diverged)
 
 
-def _resolved_device(name: str) -> str:
-    from nanogpt_core.hardware import resolve_device
-
-    return str(resolve_device(name))
-
-
-def _record(name: str, spec: str, seed: int, trained: TrainResult, peak: int | None) -> RunRecord:
-    return RunRecord(name, spec, seed, list(trained.losses), trained.val_bpb, trained.first_val_bpb,
-                     trained.tokens_per_sec, trained.num_params, peak, trained.train_time_s, str(trained.run_dir))
+def _diverged_result(run_dir: Path) -> TrainResult:
+    """What a run that stopped on a non-finite loss got to: its finite losses from metrics.jsonl, then NaN."""
+    records = [r for r in read_metrics(run_dir) if r.get("type") == "train"]
+    config = json.loads((run_dir / CONFIG_FILE).read_text(encoding="utf-8"))
+    evals = [r for r in read_metrics(run_dir) if r.get("type") == "eval"]
+    train_time = sum(r["dt_ms"] for r in records) / 1000
+    tokens = len(records) * config["training"]["total_batch_size"]
+    return TrainResult(run_dir, None, len(records), None, evals[0]["val_bpb"] if evals else None,
+                       losses=[r["loss"] for r in records] + [float("nan")], train_time_s=train_time,
+                       tokens_per_sec=tokens / train_time if train_time else 0.0, num_params=config["num_params"])
 
 
 def summarize(name: str, spec: str, runs: list[RunRecord]) -> VariantSummary:
     """Mean and sample std over seeds of the final val bpb and of the loss at every step."""
-    bpbs = [r.val_bpb for r in runs if r.val_bpb is not None]
-    steps = min(len(r.losses) for r in runs) if runs else 0
-    by_step = [[r.losses[i] for r in runs] for i in range(steps)]
+    bpbs = [r.val_bpb for r in runs if r.val_bpb is not None and not r.diverged]
+    steps = max((len(r.losses) for r in runs), default=0)
+    by_step = [[r.losses[i] for r in runs if i < len(r.losses) and math.isfinite(r.losses[i])] for i in range(steps)]
+    by_step = by_step[: next((i for i, v in enumerate(by_step) if not v), steps)]  # until no run has a finite loss
     peaks = [r.peak_memory_bytes for r in runs if r.peak_memory_bytes is not None]
     return VariantSummary(
         name=name, use=spec, seeds=[r.seed for r in runs],
@@ -316,6 +344,7 @@ def summarize(name: str, spec: str, runs: list[RunRecord]) -> VariantSummary:
         peak_memory_bytes=max(peaks) if peaks else None,
         mean_losses=[statistics.fmean(v) for v in by_step],
         std_losses=[_std(v) for v in by_step],
+        diverged=sum(1 for r in runs if r.diverged),
     )
 
 

@@ -16,6 +16,7 @@ from tiny_training import VOCAB_SIZE, tiny_corpus, tiny_settings, tiny_tokenizer
 
 from nanogpt_core.errors import ConfigError, UseSpecError
 from nanogpt_core.experiment import PLOT_FILE, RESULTS_JSON, RESULTS_MD, parse_variants, run_experiment
+from nanogpt_core.hookspecs import hookimpl
 from nanogpt_core.registry import register_plugin, unregister_plugin
 
 STEPS = 4
@@ -167,6 +168,51 @@ def test_check_refuses_a_variant_that_breaks_the_contract_before_training(varian
     finally:
         unregister_plugin(plugin)
     assert not (tmp_path / "x").exists()
+
+
+class _DivergingMLP(torch.nn.Module):
+    """The reference MLP's shapes, but from the third training forward on it outputs NaN (a diverging design)."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.c_fc = torch.nn.Linear(config.n_embd, 4 * config.n_embd, bias=False)
+        self.c_proj = torch.nn.Linear(4 * config.n_embd, config.n_embd, bias=False)
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += self.training
+        y = self.c_proj(torch.relu(self.c_fc(x)).square())
+        return y * float("nan") if self.calls > 2 else y
+
+
+class _DivergingPlugin:
+    @hookimpl
+    def register_components(self, register):
+        register("diverging", "mlp", _DivergingMLP)
+
+
+def test_a_diverging_variant_is_a_result_not_a_crash(tiny_corpus, tiny_tokenizer, tmp_path):  # noqa: F811
+    plugin = _DivergingPlugin()
+    register_plugin(plugin, name="diverging")
+    try:
+        result = run_experiment({"base": "reference", "nan": "diverging:mlp"}, STEPS, seeds=1, out=tmp_path,
+                                **tiny(tiny_corpus, tiny_tokenizer))
+    finally:
+        unregister_plugin(plugin)
+    base, nan = result.runs
+    assert base.diverged is None and len(base.losses) == STEPS and base.val_bpb is not None
+    # two micro-batches a step: forwards 3 and 4 are step 1's, so step 0 is the last finite loss
+    assert "loss became nan at step 1" in nan.diverged
+    assert len(nan.losses) == 2 and math.isfinite(nan.losses[0]) and math.isnan(nan.losses[1])
+    assert nan.val_bpb is None and nan.first_val_bpb is not None and nan.num_params == base.num_params
+    summary = result.summary("nan")
+    assert summary.diverged == 1 and summary.val_bpb_mean is None and summary.mean_losses == nan.losses[:1]
+    md = (tmp_path / RESULTS_MD).read_text()
+    assert "| nan | diverging:mlp | n/a (1/1 diverged) |" in md and "nan seed 0 diverged: loss became nan" in md
+    data = json.loads((tmp_path / RESULTS_JSON).read_text())  # strict JSON: no bare NaN
+    assert data["runs"][1]["losses"][-1] == "nan"
+    assert (tmp_path / PLOT_FILE).is_file()
+    assert "loss became nan" in (Path(nan.run_dir) / "train.log").read_text()
 
 
 def test_the_cli_reports_a_bad_variant_in_one_line(variants_plugin):  # noqa: F811
