@@ -39,3 +39,12 @@ class ComponentImportError(NanoGPTError):
 
 class TrainingError(NanoGPTError):
     """A run that cannot go on, e.g. the loss became NaN or infinite."""
+
+
+class ComponentError(NanoGPTError):
+    """A component that runs but breaks its contract in a way that would otherwise train silently wrong: a weight
+    kept as a plain tensor, no parameters where the contract lists some, an optimizer that leaves parameters out.
+
+    Exit code 4, as for any other bug inside a component (`nanogpt_core.diagnose.EXIT_COMPONENT_BUG`)."""
+
+    exit_code = 4

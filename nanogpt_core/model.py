@@ -14,7 +14,8 @@ The module tree and state-dict keys are nanochat's (`transformer.wte.weight`, `t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import re
+from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
 from typing import Any
 
@@ -23,8 +24,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from nanogpt_core.config import GPTConfig
-from nanogpt_core.contracts import COMPONENT_NAMES
-from nanogpt_core.errors import ConfigError
+from nanogpt_core.contracts import BY_NAME, COMPONENT_NAMES
+from nanogpt_core.errors import ComponentError, ConfigError
 from nanogpt_core.kv_cache import KVCache
 from nanogpt_core.registry import get_implementation
 from nanogpt_core.use_spec import UseSpec, format_use, resolve_use
@@ -160,4 +161,69 @@ def build_model(
     if trace:
         print_config_banner(config)
     with trace_construction(parts, chosen, trace), torch.device(device) if device is not None else nullcontext():
-        return GPT(config, chosen, parts)
+        model = GPT(config, chosen, parts)
+    check_tensors_registered(model)
+    return model
+
+
+# --- mistakes that would otherwise train silently wrong ----------------------------------------------------------
+
+
+def _owner(model: GPT, module_name: str) -> str:
+    """`mlp (student)`: the component whose instance holds `module_name` (the nearest one up the module tree)."""
+    modules = dict(model.named_modules())
+    parts = module_name.split(".") if module_name else []
+    for cut in range(len(parts), -1, -1):
+        module = modules[".".join(parts[:cut])]
+        for component in ("attention", "mlp", "block", "norm"):
+            impl = model.parts[component]
+            if isinstance(impl, type) and isinstance(module, impl):
+                return f"{component} ({model.use[component]})"
+    return "the model"
+
+
+def check_tensors_registered(model: GPT) -> None:
+    """Refuse tensors a component keeps as plain attributes, and attention/MLP modules without any parameters.
+
+    A plain `self.w = torch.randn(...)` is not trained (the optimizer never sees it), not saved in a checkpoint and
+    not moved by `.to(device)`; on a CPU it runs, so the mistake would show only as a model that does not learn, or
+    as a device error on the first GPU. Caught here, it is one line naming the attribute and the fix.
+    """
+    for name, module in model.named_modules():
+        plain = [attr for attr, value in vars(module).items() if isinstance(value, torch.Tensor)]
+        if plain:
+            attr = plain[0]
+            raise ComponentError(
+                f"{_owner(model, name)} keeps self.{attr} ({type(module).__name__}) as a plain tensor, so it is "
+                f"not trained, not saved and not moved with the model; make a weight nn.Parameter(...) or register "
+                f"a constant with self.register_buffer({attr!r}, ...)."
+            )
+    for component in ("attention", "mlp"):
+        impl = model.parts[component]
+        expected = re.search(r"Parameters (.*?)\.?$", BY_NAME[component].shapes)
+        instances = [m for m in model.modules() if isinstance(impl, type) and isinstance(m, impl)]
+        if expected and instances and not any(p.numel() for m in instances for p in m.parameters()):
+            raise ComponentError(
+                f"{component} ({model.use[component]}) has no parameters, but its contract expects "
+                f"{expected.group(1)}; create them in __init__ (nn.Linear or nn.Parameter) so they are trained."
+            )
+
+
+def check_optimizer_coverage(model: nn.Module, optimizers: Sequence[torch.optim.Optimizer]) -> None:
+    """Every trainable parameter in exactly one optimizer group, or a ComponentError naming the first that is not.
+
+    A parameter left out never changes (training runs, the loss just stalls); one in two groups is updated twice per
+    step. Neither raises anywhere in torch, so the training loop asks before its first step.
+    """
+    count: dict[int, int] = {}
+    for opt in optimizers:
+        for group in opt.param_groups:
+            for p in group["params"]:
+                count[id(p)] = count.get(id(p), 0) + 1
+    impl_set = getattr(model, "use", {}).get("optimizer", "?")
+    for name, p in model.named_parameters():
+        if p.requires_grad and count.get(id(p), 0) != 1:
+            problem = "leaves {} out of every parameter group, so it would never train" if id(p) not in count \
+                else "puts {} in more than one parameter group, so it would be updated twice a step"
+            raise ComponentError(f"optimizer ({impl_set}) {problem.format(name)}; put every trainable parameter in "
+                                 f"exactly one group (nanogpt check {impl_set}:optimizer).")

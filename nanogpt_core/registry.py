@@ -7,6 +7,7 @@ source checkout; third-party sets arrive through the `nanogpt` entry-point group
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,7 +49,20 @@ def load_plugins() -> None:
         pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
     except Exception as exc:  # a broken third-party plugin must not take the whole tool down silently
         _loaded = False
-        raise RegistryError(f"a nanogpt plugin failed to import: {type(exc).__name__}: {exc}") from exc
+        raise RegistryError(f"{_failed_entry_point()} failed to import ({type(exc).__name__}: {exc}); fix it, or "
+                            f"uninstall it with pip to run without it.") from exc
+
+
+def _failed_entry_point() -> str:
+    """`plugin 'x' (module, from package y)`: the first entry point pluggy had not registered when loading stopped.
+
+    pluggy loads entry points in `importlib.metadata.distributions()` order and skips the ones it already has, so the
+    first one missing is the one that raised."""
+    for dist in importlib.metadata.distributions():
+        for ep in dist.entry_points:
+            if ep.group == ENTRY_POINT_GROUP and pm.get_plugin(ep.name) is None and not pm.is_blocked(ep.name):
+                return f"plugin {ep.name!r} ({ep.value}, from package {dist.metadata['name']})"
+    return "a nanogpt plugin"
 
 
 def _plugin_name(plugin: object) -> str:
@@ -79,8 +93,8 @@ def collect_registrations() -> dict[tuple[str, str], Registration]:
         except RegistryError:
             raise
         except Exception as exc:
-            raise RegistryError(f"plugin {plugin!r} failed while registering components: "
-                                f"{type(exc).__name__}: {exc}") from exc
+            raise RegistryError(f"plugin {plugin!r} failed while registering components ({type(exc).__name__}: "
+                                f"{exc}); fix its register_components hook, or uninstall it with pip.") from exc
     return found
 
 
