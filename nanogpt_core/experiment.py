@@ -128,6 +128,20 @@ class ExperimentResult:
                 "settings": self.settings, "summaries": [_finite(asdict(s)) for s in self.summaries],
                 "runs": [_finite(asdict(r)) for r in self.runs], "checks": self.checks, "out_dir": self.out_dir}
 
+    @classmethod
+    def load(cls, out_dir: str | Path) -> ExperimentResult:
+        """Read an experiment's results.json back (a notebook comparing sweeps run earlier)."""
+        path = Path(out_dir) / RESULTS_JSON
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{path} is missing or not valid JSON ({exc}); is {out_dir} an experiment folder?") \
+                from exc
+        return cls(data["variants"], data["steps"], data["seeds"], data["settings"], data["device"],
+                   runs=[RunRecord(**_nan(r)) for r in data["runs"]],
+                   summaries=[VariantSummary(**_nan(s)) for s in data["summaries"]],
+                   out_dir=data["out_dir"], checks=data.get("checks", {}))
+
     def markdown(self) -> str:
         rows = self.rows()
         header = list(rows[0]) if rows else []
@@ -377,6 +391,15 @@ def _finite(data: Any) -> Any:
         return [_finite(v) for v in data]
     if isinstance(data, float) and not math.isfinite(data):
         return str(data)
+    return data
+
+
+def _nan(data: Any) -> Any:
+    """The inverse of `_finite`: "nan"/"inf" strings in number lists back to floats."""
+    if isinstance(data, dict):
+        return {k: _nan(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [float(v) if v in ("nan", "inf", "-inf") else _nan(v) for v in data]
     return data
 
 

@@ -15,7 +15,14 @@ from test_variants_plugin import variants_plugin  # noqa: F401
 from tiny_training import VOCAB_SIZE, tiny_corpus, tiny_settings, tiny_tokenizer  # noqa: F401
 
 from nanogpt_core.errors import ConfigError, UseSpecError
-from nanogpt_core.experiment import PLOT_FILE, RESULTS_JSON, RESULTS_MD, parse_variants, run_experiment
+from nanogpt_core.experiment import (
+    PLOT_FILE,
+    RESULTS_JSON,
+    RESULTS_MD,
+    ExperimentResult,
+    parse_variants,
+    run_experiment,
+)
 from nanogpt_core.hookspecs import hookimpl
 from nanogpt_core.registry import register_plugin, unregister_plugin
 
@@ -100,6 +107,7 @@ def test_results_json_markdown_and_plot_are_written(experiment):
     assert f"| swiglu | swiglu:mlp | {swiglu.val_bpb_mean:.4f} ± {swiglu.val_bpb_std:.4f} | " \
            f"{swiglu.val_bpb_mean - base.val_bpb_mean:+.4f} |" in md
     assert "98,304" in md and "99,328" in md
+    assert ExperimentResult.load(out).to_dict() == result.to_dict()  # a notebook reads it back unchanged
     png = (out / PLOT_FILE).read_bytes()
     assert png.startswith(PNG_MAGIC) and len(png) > 10_000
 
@@ -154,6 +162,8 @@ def test_bad_input_fails_before_any_training(variants_plugin, tmp_path):  # noqa
     with pytest.raises(ConfigError, match="already holds an experiment"):
         run_experiment({"base": "reference"}, 2, out=tmp_path / "f")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    with pytest.raises(ConfigError, match="not valid JSON|missing"):
+        ExperimentResult.load(tmp_path)
 
 
 def test_check_refuses_a_variant_that_breaks_the_contract_before_training(variants_plugin, tmp_path):  # noqa: F811
@@ -211,6 +221,7 @@ def test_a_diverging_variant_is_a_result_not_a_crash(tiny_corpus, tiny_tokenizer
     assert "| nan | diverging:mlp | n/a (1/1 diverged) |" in md and "nan seed 0 diverged: loss became nan" in md
     data = json.loads((tmp_path / RESULTS_JSON).read_text())  # strict JSON: no bare NaN
     assert data["runs"][1]["losses"][-1] == "nan"
+    assert math.isnan(ExperimentResult.load(tmp_path).runs[1].losses[-1])
     assert (tmp_path / PLOT_FILE).is_file()
     assert "loss became nan" in (Path(nan.run_dir) / "train.log").read_text()
 
