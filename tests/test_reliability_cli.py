@@ -88,7 +88,8 @@ def test_bad_use_spec_when_resuming_leaves_the_run_untouched(files, spec, fragme
     assert digest(files["run"]) == before
 
 
-@pytest.mark.parametrize("spec, fragments", USE_ROWS[:2] + USE_ROWS[3:4])
+@pytest.mark.parametrize("spec, fragments", USE_ROWS[:2] + USE_ROWS[3:4], ids=["unknown-set", "unknown-component",
+                                                                                "no-component"])
 def test_bad_use_spec_when_sampling(files, spec, fragments):
     result = invoke("sample", str(files["run"]), "--use", spec, "--max-tokens", "3")
     assert_one_line_error(result, 2, *fragments)
@@ -145,7 +146,7 @@ def test_a_vocabulary_smaller_than_the_minimum_is_refused(files, tmp_path):
 def test_a_vocabulary_smaller_than_the_tokenizers_is_refused(files, tmp_path):
     result = invoke("train", "--data", str(files["corpus"]), "--tokenizer", str(files["tokenizer"]), *MODEL,
                     "--vocab-size=280", "--num-iterations=1", "--out", str(tmp_path / "run"))
-    assert_one_line_error(result, 2, "300-token tokenizer but --vocab-size is 280", "drop --vocab-size")
+    assert_one_line_error(result, 2, "-token tokenizer but --vocab-size is 280", "drop --vocab-size")
 
 
 # --- training text --------------------------------------------------------------------------------------------------

@@ -148,7 +148,7 @@ def resume_with(run: Path, use: str, *extra: str):
     ("bad-shape", "The size of tensor a (64) must match the size of tensor b (32)"),
     ("bad-dtype", "expected m1 and m2 to have the same dtype"),
     ("bad-device", "Tensor on device meta is not on the expected device cpu"),
-])
+], ids=["wrong-shape", "wrong-dtype", "wrong-device"])
 def test_a_component_returning_the_wrong_tensor_gets_the_panel_naming_it(bad_sets, good_run, impl_set, error):
     component = BAD[impl_set][0]
     result = resume_with(good_run, f"{impl_set}:{component}")
@@ -183,7 +183,7 @@ def test_a_component_returning_nan_stops_before_the_first_step(bad_sets, good_ru
     ("bad-buffer", "Error: attention (bad-buffer) keeps self.scale (UnregisteredBufferAttention) as a plain tensor, "
                    "so it is not trained, not saved and not moved with the model; make a weight nn.Parameter(...) or "
                    "register a constant with self.register_buffer('scale', ...)"),
-])
+], ids=["no-parameters", "plain-tensor-weights", "unregistered-buffer"])
 def test_tensors_torch_would_silently_ignore_are_refused_at_build(bad_sets, good_run, impl_set, message):
     result = resume_with(good_run, f"{impl_set}:{BAD[impl_set][0]}")
     assert result.exit_code == 4, result.output
