@@ -7,6 +7,9 @@ import torch
 
 from nanogpt_core import GPTConfig
 
+# The tests use tiny models, whose small matmuls run fastest on one thread (and do not fight over a busy machine).
+torch.set_num_threads(1)
+
 
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
