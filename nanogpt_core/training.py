@@ -75,7 +75,7 @@ class TrainSettings:
     vocab_size: int | None = None  # for a tokenizer trained by this run; None: the tokenizer's default
     use: str | None = None
     # batch and horizon
-    device_batch_size: int = 8
+    device_batch_size: int = 4  # x 256 x 4096 vocab: the logits stay under glibc's 32 MB mmap threshold on CPU
     total_batch_size: int = 4096
     num_iterations: int = 250
     # optimisation (nanochat's defaults)
