@@ -259,3 +259,15 @@ def test_tokenizer_is_trained_into_the_run_then_reused(tiny_corpus, tiny_tokeniz
     shutil.rmtree(run / "checkpoints")
     with pytest.raises(ConfigError, match="has a 300-token tokenizer but --vocab-size is 512"):
         train(tiny_settings(tiny_corpus, None, run, num_iterations=0, vocab_size=512), stream=quiet)
+
+
+def test_the_cpu_demo_defaults_are_consistent():
+    """`nanogpt train` with no flags must at least start: batch arithmetic and model shape from the defaults."""
+    from nanogpt_core.training import TrainSettings, model_config
+
+    s = TrainSettings()
+    assert grad_accum_steps(s.total_batch_size, s.device_batch_size, s.max_seq_len) == 4
+    assert eval_steps(s.eval_tokens, s.device_batch_size, s.max_seq_len) == 8
+    config = model_config(s, 4096)
+    assert (config.n_layer, config.n_embd, config.n_head, config.sequence_len) == (2, 128, 1, 256)
+    assert s.warmup_ratio == 0.0 and s.warmdown_ratio == 0.2 and s.final_lr_frac == 0.0 and s.grad_clip == 1.0
