@@ -16,6 +16,7 @@ safe to open; a folder is written under a temporary name, fsynced and renamed in
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import json
 import logging
@@ -167,8 +168,13 @@ def save_checkpoint(
             os.rename(tmp, final)
         _fsync_dir(root)
         _write_text_atomic(root / LATEST_FILE, final.name + "\n")
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            last = latest_checkpoint(run_dir) if (root / LATEST_FILE).is_file() else None
+            kept = f"the last good checkpoint, {last}, is intact" if last else "no earlier checkpoint exists"
+            raise CheckpointError(f"no space left on device while saving {final.name} to {root}; {kept}; free some "
+                                  f"space and continue with: nanogpt train --resume {run_dir}") from exc
         raise
     return final
 

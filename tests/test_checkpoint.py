@@ -289,3 +289,20 @@ def test_refuses_a_tokenizer_that_does_not_belong(saved, tiny_corpus):  # noqa: 
     Tokenizer.train([tiny_corpus.read_text()[:20_000]], 300).save(saved / "tokenizer")
     with pytest.raises(CheckpointError, match="not the tokenizer these weights were trained with"):
         load_model(saved, device="cpu")
+
+
+def test_a_full_disk_is_a_one_line_error_naming_the_good_checkpoint(tmp_path, tokenizer, monkeypatch):
+    import errno
+    import os
+
+    model, optimizers = trained(1)
+    good = save_checkpoint(tmp_path, 1, model, optimizers, tokenizer)
+
+    def full(tensors, path, metadata):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(ckpt_mod, "_save_safetensors", full)
+    with pytest.raises(CheckpointError, match=f"no space left on device while saving step_000002 .*{good}, is intact; "
+                                              f"free some space and continue with: nanogpt train --resume {tmp_path}"):
+        save_checkpoint(tmp_path, 2, model, optimizers, tokenizer)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["latest", "step_000001"]
