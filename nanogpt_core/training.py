@@ -329,7 +329,7 @@ def train(
     """
     from nanogpt_core.bpb import evaluate_bpb
     from nanogpt_core.data import TokenLoader, tokenize_documents
-    from nanogpt_core.model import build_model
+    from nanogpt_core.model import build_model, check_optimizer_coverage
 
     wall_start = time.time()
     ranks = ranks or Ranks.from_env()
@@ -375,6 +375,7 @@ def train(
         optimizers = model.setup_optimizers(embedding_lr=settings.embedding_lr,
                                             unembedding_lr=settings.unembedding_lr,
                                             matrix_lr=settings.matrix_lr, weight_decay=settings.weight_decay)
+    check_optimizer_coverage(model, optimizers)  # a parameter in no group would silently never train
     train_loader = TokenLoader(train_tokens, settings.device_batch_size, settings.max_seq_len, rank=ranks.rank,
                                world_size=ranks.world_size, device=device)
     loop = {"smooth_loss": 0.0, "min_val_bpb": None, "train_time_s": 0.0, "val_bpb": None, "first_val_bpb": None}
@@ -561,6 +562,9 @@ def _resolve_tokenizer(settings: TrainSettings, run_dir: Path, train_docs: list[
         if not (folder / "tokenizer.json").is_file() and (folder / TOKENIZER_DIR / "tokenizer.json").is_file():
             folder = folder / TOKENIZER_DIR  # a run or checkpoint folder: use the tokenizer inside it
         tokenizer = Tokenizer.load(folder)
+        if settings.vocab_size is not None and settings.vocab_size != tokenizer.vocab_size:
+            raise ConfigError(f"{folder} has a {tokenizer.vocab_size}-token tokenizer but --vocab-size is "
+                              f"{settings.vocab_size}; drop --vocab-size or pass a tokenizer of that size.")
         log.note(f"Tokenizer: {folder} (vocab {tokenizer.vocab_size})")
         return tokenizer
     own = run_dir / TOKENIZER_DIR

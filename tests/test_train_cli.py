@@ -111,6 +111,7 @@ def test_progress_bar_on_a_terminal():
     (["--total-batch-size=100"], "--total-batch-size 100 must be a multiple of"),
     (["--resume", "/nonexistent/run"], "no checkpoint at /nonexistent/run"),
     (["--use", "nosuchset:attention"], "unknown implementation set 'nosuchset'"),
+    (["--vocab-size=300"], "has a 384-token tokenizer but --vocab-size is 300; drop --vocab-size"),
     (["--debug=loud"], "--debug takes no value or 'stats'"),  # (any --debug also shows the traceback)
     pytest.param(["--device=cuda"], "torch sees no CUDA GPU; use --device cpu",
                  marks=pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="has a GPU")),

@@ -271,3 +271,22 @@ def test_the_cpu_demo_defaults_are_consistent():
     config = model_config(s, 4096)
     assert (config.n_layer, config.n_embd, config.n_head, config.sequence_len) == (2, 128, 1, 256)
     assert s.warmup_ratio == 0.0 and s.warmdown_ratio == 0.2 and s.final_lr_frac == 0.0 and s.grad_clip == 1.0
+
+
+def test_an_optimizer_that_leaves_a_parameter_out_stops_before_the_first_step(tiny_corpus, tiny_tokenizer,  # noqa: F811
+                                                                               tmp_path):
+    from test_learner_support import REFERENCE_PARTS, make_set, registered
+
+    from nanogpt_core.errors import ComponentError
+
+    def without_head(model, **lrs):
+        optimizers = REFERENCE_PARTS["optimizer"](model, **lrs)
+        adamw = optimizers[0]
+        adamw.param_groups = [g for g in adamw.param_groups if g["params"][0] is not model.lm_head.weight]
+        return optimizers
+
+    with registered(make_set("headless", {"optimizer": without_head}), "test-headless"):
+        with pytest.raises(ComponentError, match="leaves lm_head.weight out of every parameter group"):
+            train(tiny_settings(tiny_corpus, tiny_tokenizer, tmp_path / "run", use="headless:optimizer"),
+                  stream=open(os.devnull, "w"))
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()  # not a single step was taken
