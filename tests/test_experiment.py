@@ -128,6 +128,8 @@ def test_the_cli_prints_the_table_and_writes_the_results(variants_plugin, tiny_c
     for s in data["summaries"]:
         assert s["name"] in result.output and f"{s['val_bpb_mean']:.4f} ± 0.0000" in result.output
     assert data["checks"]["gelu"] >= 15 and f"{data['checks']['gelu']} pass" in result.output  # --check is the default
+    assert "checks" in result.output  # the column has its header
+    assert f"| {data['checks']['gelu']} pass |" in (out / RESULTS_MD).read_text()
     assert (out / PLOT_FILE).is_file() and (out / RESULTS_MD).is_file()
 
 
