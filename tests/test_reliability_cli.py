@@ -141,8 +141,6 @@ def test_a_vocabulary_smaller_than_the_minimum_is_refused(files, tmp_path):
     assert_one_line_error(result, 2, "vocab_size must be at least 265", "got 100")
 
 
-@pytest.mark.xfail(strict=True, reason="--vocab-size is silently ignored next to --tokenizer; the fix belongs in "
-                                       "nanogpt_core/training.py (owned by the train helper until ~03:50 UTC)")
 def test_a_vocabulary_smaller_than_the_tokenizers_is_refused(files, tmp_path):
     result = invoke("train", "--data", str(files["corpus"]), "--tokenizer", str(files["tokenizer"]), *MODEL,
                     "--vocab-size=280", "--num-iterations=1", "--out", str(tmp_path / "run"))

@@ -191,8 +191,6 @@ def test_tensors_torch_would_silently_ignore_are_refused_at_build(bad_sets, good
     assert len(lines) == 1 and lines[0].startswith(message), result.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="needs a coverage check before the first step in nanogpt_core/training.py "
-                                       "(owned by the train helper until ~03:50 UTC)")
 def test_an_optimizer_that_leaves_a_parameter_out_is_refused(bad_sets, good_run):
     result = resume_with(good_run, "bad-optimizer:optimizer")
     assert result.exit_code == 4, result.output
