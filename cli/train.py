@@ -17,6 +17,7 @@ import click
 from click.core import ParameterSource
 
 from nanogpt_cli.errors import EXIT_INTERRUPTED
+from nanogpt_core.distributed import Ranks
 from nanogpt_core.hardware import DEVICE_CHOICES
 from nanogpt_core.training import TrainSettings, resolve_resume, resume_settings, train
 
@@ -109,6 +110,8 @@ def train_command(ctx: click.Context, core_metric_every: int | None, compile_: b
         click.echo("Interrupted.", err=True)
         ctx.exit(EXIT_INTERRUPTED)
 
+    if not Ranks.from_env().is_main:
+        return  # under torchrun only rank 0 reports
     click.echo(f"Done: {result.step} steps in {result.wall_time_s:.0f}s wall ({result.train_time_s:.0f}s training, "
                f"{result.tokens_per_sec:,.0f} tok/s)" + _bpb_summary(result))
     if result.checkpoint is not None:

@@ -45,7 +45,16 @@ from nanogpt_core.checkpoint import (
     set_rng_state,
 )
 from nanogpt_core.config import GPTConfig
-from nanogpt_core.distributed import Ranks
+from nanogpt_core.distributed import (
+    Ranks,
+    barrier,
+    broadcast_from_main,
+    data_parallel,
+    mean_over_ranks,
+    process_group,
+    rank_device,
+    ranks_with_other_weights,
+)
 from nanogpt_core.errors import CheckpointError, ConfigError, TrainingError
 from nanogpt_core.hardware import autocast_context, peak_flops, resolve_device, synchronize
 from nanogpt_core.run_log import RunLog, read_metrics, truncate_metrics
@@ -128,6 +137,8 @@ class TrainResult:
     train_time_s: float = 0.0
     tokens_per_sec: float = 0.0
     num_params: int = 0
+    peak_memory_mib: float | None = None  # CUDA: torch.cuda.max_memory_allocated of this rank; None elsewhere
+    weights_digest: str | None = None  # sha256 of the final weights, checked equal on every rank
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -188,15 +199,22 @@ def accumulate_gradients(model, loader, accum: int, autocast=None) -> float:
     """Forward and backward `accum` micro-batches; the gradients sum to those of the mean loss over all of them.
 
     Each micro-batch loss is divided by `accum` because backward() adds into .grad: the sum of accum means / accum
-    is the mean over the whole batch (every micro-batch has the same number of tokens). Returns that mean loss.
+    is the mean over the whole batch (every micro-batch has the same number of tokens). Returns that mean loss
+    (this rank's; the loop averages it over ranks).
+
+    `model` may be wrapped in DistributedDataParallel: its backward then all-reduces (averages) the gradients over
+    ranks. Doing that after every micro-batch would move the gradients accum times a step for nothing, so all but
+    the last micro-batch run under `no_sync()` and only the last backward averages what has accumulated.
     """
     losses = []
-    for _ in range(accum):
+    for i in range(accum):
         x, y = loader.next_batch()
-        with autocast if autocast is not None else contextlib.nullcontext():
-            loss = model(x, y)
-        losses.append(loss.detach())
-        (loss / accum).backward()
+        sync = i == accum - 1 or not hasattr(model, "no_sync")
+        with contextlib.nullcontext() if sync else model.no_sync():
+            with autocast if autocast is not None else contextlib.nullcontext():
+                loss = model(x, y)
+            losses.append(loss.detach())
+            (loss / accum).backward()
     return torch.stack(losses).mean().item()
 
 
@@ -326,16 +344,26 @@ def train(
 
     `on_step(step, record)` is called after every step (tests use it to interrupt a run at a chosen step).
     Raises TrainingInterrupted (a KeyboardInterrupt) after saving on Ctrl-C, TrainingError when the loss diverges.
+
+    Under torchrun (WORLD_SIZE > 1 in the environment, or `ranks` given) this is one rank of a data-parallel run:
+    it joins the process group for the run and leaves it at the end or on any error (see nanogpt_core.distributed).
     """
+    wall_start = time.time()
+    ranks = ranks or Ranks.from_env()
+    device = rank_device(resolve_device(settings.device), ranks)
+    with process_group(ranks, device):
+        return _train(settings, resume, ranks, device, on_step, stream, progress_bar, wall_start)
+
+
+def _train(settings: TrainSettings, resume, ranks: Ranks, device: torch.device, on_step, stream, progress_bar,
+           wall_start: float) -> TrainResult:
     from nanogpt_core.bpb import evaluate_bpb
     from nanogpt_core.data import TokenLoader, tokenize_documents
     from nanogpt_core.model import build_model, check_optimizer_coverage
 
-    wall_start = time.time()
-    ranks = ranks or Ranks.from_env()
-    device = resolve_device(settings.device)
     ckpt_path = resolve_checkpoint(resume) if resume is not None else None
     run_dir = Path(settings.out) if settings.out else (run_dir_of(ckpt_path) if ckpt_path else default_run_dir())
+    run_dir = Path(broadcast_from_main(str(run_dir)))  # a timestamped default is rank 0's, not each rank's clock
     if ckpt_path is None and _latest_checkpoint_or_none(run_dir) is not None:
         raise ConfigError(f"{run_dir} already holds a run with checkpoints; continue it with --resume {run_dir} "
                           f"(or --resume auto), or choose another --out.")
@@ -357,7 +385,14 @@ def train(
     docs = load_documents(settings.data)
     train_docs, val_docs = split_documents(docs)
     ckpt = load_checkpoint(ckpt_path, device=device) if ckpt_path else None
-    tokenizer = load_tokenizer(ckpt) if ckpt else _resolve_tokenizer(settings, run_dir, train_docs, log, ranks)
+    if ckpt is not None:
+        tokenizer = load_tokenizer(ckpt)
+    else:  # rank 0 trains (or finds) and saves the tokenizer; the others then load the very files it wrote
+        if ranks.is_main:
+            tokenizer = _resolve_tokenizer(settings, run_dir, train_docs, log, ranks)
+        barrier()
+        if not ranks.is_main:
+            tokenizer = _resolve_tokenizer(settings, run_dir, train_docs, log, ranks)
     train_tokens = tokenize_documents(train_docs, tokenizer)
     val_tokens = tokenize_documents(val_docs, tokenizer)
     source = settings.data or "built-in corpus (Python's documentation)"
@@ -404,12 +439,16 @@ def train(
             log.note("--compile is skipped under --debug: the trace hooks would break the compiled graph.")
         else:
             train_model = torch.compile(model, dynamic=False)
+    if ranks.is_distributed:
+        # DDP wraps the (compiled) module, as nanoGPT does: it averages gradients over ranks during the last
+        # micro-batch's backward (accumulate_gradients). `model` stays the plain GPT for eval, samples and saves.
+        train_model = data_parallel(train_model, device)
 
     num_params = model.num_params()
     flops_per_token = model.estimate_flops()
     peak = peak_flops(device)
     if ranks.is_main:
-        _write_config(run_dir, settings, model, tokenizer, accum, device)
+        _write_config(run_dir, settings, model, tokenizer, accum, device, ranks.world_size)
     heads = f"{config.n_head} head{'s' if config.n_head > 1 else ''}"
     log.note(f"Model: {model.use_spec} | {num_params:,} parameters | depth {config.n_layer}, width {config.n_embd}, "
              f"{heads}, context {config.sequence_len}, vocab {config.vocab_size} | device {device}")
@@ -468,7 +507,8 @@ def train(
                     log.note(f"step {step:05d} | val bpb {bpb:.4f}")
                 if ranks.is_main and (last_step or (settings.sample_every > 0 and step > 0 and
                                                     step % settings.sample_every == 0)):
-                    samples = [(p, complete(model, tokenizer, p, SAMPLE_MAX_TOKENS)) for p in SAMPLE_PROMPTS]
+                    with autocast:
+                        samples = [(p, complete(model, tokenizer, p, SAMPLE_MAX_TOKENS)) for p in SAMPLE_PROMPTS]
                     result.samples = samples
                     log.samples(step, samples)
                 if ranks.is_main and (last_step or (settings.save_every > 0 and step > 0 and step != start_step
@@ -484,6 +524,7 @@ def train(
                 with trace.tracing(model, settings.debug) if (trace and first) else contextlib.nullcontext():
                     # an interrupt in here leaves weights and optimizer as they were at the step boundary
                     train_loss = accumulate_gradients(train_model, train_loader, accum, autocast)
+                train_loss = mean_over_ranks(train_loss, device)  # so every rank agrees on divergence, too
                 if not math.isfinite(train_loss):
                     raise TrainingError(_divergence_message(step, train_loss, result, settings))
                 grad_norm = None
@@ -530,6 +571,17 @@ def train(
     finally:
         log.stop()
 
+    if ranks.is_distributed:
+        result.weights_digest, drifted = ranks_with_other_weights(model, device)
+        if drifted:
+            log.note(f"Warning: the weights of rank(s) {drifted} differ from rank 0's at the end; data-parallel "
+                     f"replicas drifted apart (non-deterministic kernels, or an optimizer that steps on local "
+                     f"gradients). The checkpoint holds rank 0's.")
+        else:
+            log.note(f"Weights identical on all {ranks.world_size} ranks (sha256 {result.weights_digest[:16]})")
+    if device.type == "cuda":
+        result.peak_memory_mib = torch.cuda.max_memory_allocated(device) / 2**20
+        log.note(f"Peak GPU memory: {result.peak_memory_mib:,.0f} MiB (torch.cuda.max_memory_allocated, rank 0)")
     result.step = step
     result.val_bpb = loop["val_bpb"]
     result.first_val_bpb = loop["first_val_bpb"]
@@ -585,7 +637,8 @@ def _resolve_tokenizer(settings: TrainSettings, run_dir: Path, train_docs: list[
     return tokenizer
 
 
-def _write_config(run_dir: Path, settings: TrainSettings, model, tokenizer, accum: int, device) -> None:
+def _write_config(run_dir: Path, settings: TrainSettings, model, tokenizer, accum: int, device,
+                  world_size: int = 1) -> None:
     config = {
         "model": model.config.to_dict(),
         "training": settings.to_dict(),
@@ -595,6 +648,7 @@ def _write_config(run_dir: Path, settings: TrainSettings, model, tokenizer, accu
         "num_params": model.num_params(),
         "flops_per_token": model.estimate_flops(),
         "grad_accum_steps": accum,
+        "world_size": world_size,
         "device": str(device),
         "torch": torch.__version__,
     }
