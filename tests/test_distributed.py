@@ -1,0 +1,165 @@
+"""Data-parallel training as users launch it: `torchrun --nproc_per_node=2 -m nanogpt_cli train ... --device cpu`.
+
+Two Gloo processes on CPU must train the model one process trains with the same total batch: the same losses step by
+step, the same validation bits per byte, weights equal on both ranks, files written by rank 0 alone; and a run
+resumed under two processes continues exactly where it stopped.
+
+Why a tolerance and not equality with the 1-process run: the two runs add the same numbers in another order. One
+process accumulates the 4 micro-batch gradients of a step into .grad one after the other; two processes each add 2,
+then DDP sums the two halves and divides by 2. fp32 addition is not associative, so gradients differ in the last bits
+(~1e-7 relative), and a few steps of training carry that into the loss at about 1e-7..1e-6 relative (measured:
+< 2e-7 over these 6 steps). 1e-5 is ten times above that and far below what a real bug does: ranks reading the same
+rows, or gradients not averaged, change the second step's loss by 1e-2 or more. Between two 2-process runs (resume)
+the order of operations is the same, so there the comparison is exact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+import torch
+from tiny_training import _one_thread, tiny_corpus, tiny_settings, tiny_tokenizer  # noqa: F401
+
+from nanogpt_core.checkpoint import load_checkpoint
+from nanogpt_core.distributed import Ranks, mean_over_ranks, rank_device, weights_digest
+from nanogpt_core.errors import ConfigError
+from nanogpt_core.run_log import read_metrics
+from nanogpt_core.training import TrainSettings, train
+
+STEPS = 6
+LOSS_RTOL = 1e-5  # see the module docstring
+
+
+def _settings(corpus: Path, tokenizer: Path, out: Path) -> TrainSettings:
+    """512 tokens a step: 1 process x 4 micro-batches of 2 x 64, or 2 processes x 2 micro-batches (no_sync used)."""
+    return tiny_settings(corpus, tokenizer, out, total_batch_size=512, num_iterations=STEPS, eval_every=3,
+                         save_every=3)
+
+
+def _flags(settings: TrainSettings) -> list[str]:
+    """The command-line flags that give `settings` (what a user would type)."""
+    flags = []
+    for f in fields(TrainSettings):
+        value = getattr(settings, f.name)
+        if value is None or isinstance(value, bool) or f.name == "debug":
+            continue
+        flags += [f"--{f.name.replace('_', '-')}", str(value)]
+    return flags
+
+
+def _torchrun(args: list[str], cwd: Path, nproc: int = 2) -> str:
+    """`torchrun --standalone --nproc_per_node=N -m nanogpt_cli ARGS` (standalone: a free port picked for us)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(name, None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "nanogpt_cli", *args]
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=180)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-4000:]
+    return output
+
+
+def _losses(run: Path, kind: str = "train") -> list[float]:
+    key = "loss" if kind == "train" else "val_bpb"
+    return [r[key] for r in read_metrics(run) if r["type"] == kind]
+
+
+def _files(run: Path) -> set[str]:
+    return {str(p.relative_to(run)) for p in run.rglob("*") if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_corpus, tiny_tokenizer, tmp_path_factory):  # noqa: F811
+    """One 1-process run in this process and the same run under torchrun with 2 processes."""
+    root = tmp_path_factory.mktemp("ddp")
+    one = train(_settings(tiny_corpus, tiny_tokenizer, root / "one"), stream=open(os.devnull, "w"))
+    two_dir = root / "two"
+    output = _torchrun(["train", *_flags(_settings(tiny_corpus, tiny_tokenizer, two_dir))], cwd=root)
+    two = {"dir": two_dir, "output": output, "losses": _losses(two_dir), "bpb": _losses(two_dir, "eval"),
+           "files": _files(two_dir), "weights": load_checkpoint(two_dir).model_state}
+    return one, two
+
+
+def test_two_processes_train_what_one_process_trains(runs):
+    one, two = runs
+    assert len(two["losses"]) == STEPS  # each step logged once: only rank 0 writes metrics.jsonl
+    for step, (a, b) in enumerate(zip(one.losses, two["losses"])):
+        assert b == pytest.approx(a, rel=LOSS_RTOL), f"step {step}: 1 process {a}, 2 processes {b}"
+    assert two["losses"][-1] < two["losses"][0] - 0.5  # it trained (so the equality above is not of constants)
+    assert two["bpb"] == pytest.approx(_losses(one.run_dir, "eval"), rel=LOSS_RTOL)  # summed over both ranks
+    # the weights after 6 steps, 1 process vs 2: the same up to the summation-order noise above
+    weights = load_checkpoint(one.checkpoint).model_state
+    for name, tensor in weights.items():
+        torch.testing.assert_close(two["weights"][name], tensor, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_ranks_end_with_identical_weights_and_only_rank_0_writes(runs):
+    one, two = runs
+    # every rank hashed its weights and rank 0 compared the digests (a mismatch prints a warning instead)
+    assert "Weights identical on all 2 ranks" in two["output"]
+    assert "Warning" not in two["output"]
+    assert two["output"].count("Done: 6 steps") == 1  # rank 1 computes silently
+    assert two["output"].count("step 00006/00006") == 1
+    assert two["files"] == _files(one.run_dir)  # nothing extra (no second metrics file, no rank-1 checkpoint)
+    config = json.loads((two["dir"] / "config.json").read_text())
+    assert config["world_size"] == 2 and config["grad_accum_steps"] == 2  # 512 = 2 x 64 x 2 ranks x 2
+    assert json.loads((one.run_dir / "config.json").read_text())["grad_accum_steps"] == 4
+    state = load_checkpoint(two["dir"]).state
+    assert state["train_loader"]["position"] == STEPS * 512  # the global position, whatever the world size
+
+
+def test_resume_under_two_processes_continues_exactly(runs, tmp_path):
+    _, two = runs
+    copy = tmp_path / "two"
+    shutil.copytree(two["dir"], copy)
+    # continue from the step-3 checkpoint: every rank loads it, and the loader's global position gives each its rows
+    output = _torchrun(["train", "--resume", str(copy / "checkpoints" / "step_000003")], cwd=tmp_path)
+    assert "Resuming from" in output and "Weights identical on all 2 ranks" in output
+    assert _losses(copy) == two["losses"]  # steps 0-2 kept, 3-5 recomputed bit for bit
+    resumed = load_checkpoint(copy).model_state
+    assert all(torch.equal(resumed[k], two["weights"][k]) for k in resumed)
+
+
+# --- the pieces, in one process ----------------------------------------------------------------------------------
+
+
+def test_ranks_from_env_refuses_a_launch_torchrun_would_not_make(monkeypatch):
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    assert Ranks.from_env() == Ranks(0, 1, 0)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    with pytest.raises(ConfigError, match="MASTER_ADDR/MASTER_PORT are not set; launch .* with torchrun"):
+        Ranks.from_env()
+    monkeypatch.setenv("MASTER_ADDR", "localhost")
+    monkeypatch.setenv("MASTER_PORT", "29500")
+    assert Ranks.from_env() == Ranks(1, 2, 0)
+    monkeypatch.setenv("RANK", "2")
+    with pytest.raises(ConfigError, match="RANK=2 is not one of WORLD_SIZE=2 ranks"):
+        Ranks.from_env()
+
+
+def test_rank_device_and_single_process_helpers(tiny_config):
+    two = Ranks(1, 2, 1)
+    assert rank_device(torch.device("cpu"), two) == torch.device("cpu")
+    with pytest.raises(ConfigError, match="CUDA \\(NCCL\\) or CPU \\(Gloo\\), not mps"):
+        rank_device(torch.device("mps"), two)
+    assert mean_over_ranks(2.5, torch.device("cpu")) == 2.5  # no process group: the value itself
+    from nanogpt_core import build_model
+
+    model = build_model(tiny_config)
+    model.init_weights()
+    before = weights_digest(model)
+    assert weights_digest(model) == before
+    with torch.no_grad():  # one ulp in one weight is a different digest
+        w = model.lm_head.weight
+        w[0, 0] = torch.nextafter(w[0, 0], torch.tensor(1.0))
+    assert weights_digest(model) != before
