@@ -1,7 +1,9 @@
 """Which device a run uses, how it computes there, and how fast that device could go (for MFU).
 
-Training runs in fp32 everywhere; on CUDA the forward pass runs under bf16 autocast as nanochat's does. CPU and MPS
-stay in fp32: bf16 on CPU is slow and only approximates what the learner will compare against.
+Training runs in fp32 everywhere; on CUDA the forward pass runs under bf16 autocast as nanochat's does (weights,
+gradients and optimizer state stay fp32; the loss is computed in fp32). CPU and MPS stay in fp32: bf16 on CPU is slow
+and only approximates what the learner will compare against. A GPU without native bf16 (V100, T4) trains in fp32
+too rather than emulate bf16, which would be slower than fp32 there.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 
 # Dense bf16 peak FLOP/s per GPU, from the vendors' spec sheets (no sparsity). Matched by substring, first hit wins,
 # so the more specific names come first. Used only to print MFU; an unknown GPU prints no MFU rather than a guess.
+# GPUs without bf16 (V100, T4) are absent on purpose: they train in fp32 here, which has no tensor-core peak to cite.
 PEAK_BF16_FLOPS: tuple[tuple[str, float], ...] = (
     ("GB200", 2.5e15),
     ("B200", 2.25e15),
@@ -37,8 +40,6 @@ PEAK_BF16_FLOPS: tuple[tuple[str, float], ...] = (
     ("RTX 5090", 209e12),
     ("RTX 4090", 165e12),
     ("RTX 3090", 71e12),
-    ("V100", 125e12),  # fp16 tensor cores: V100 has no bf16
-    ("T4", 65e12),  # fp16 tensor cores
 )
 
 
@@ -63,16 +64,32 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
     return torch.device(name)
 
 
+def uses_bf16(device: torch.device) -> bool:
+    """True where training runs its matmuls in bf16: a CUDA GPU with native bf16 (Ampere and newer)."""
+    return device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False)
+
+
 def autocast_context(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA only (nanochat's mixed precision); a no-op context elsewhere."""
-    if device.type == "cuda":
+    """bf16 autocast on CUDA (nanochat's mixed precision); a no-op context elsewhere. Safe to enter repeatedly."""
+    if uses_bf16(device):
         return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
+def configure_device(device: torch.device) -> None:
+    """Per-process settings for fast training on `device`; nothing off CUDA.
+
+    As nanochat: fp32 matmuls that remain outside autocast may use TF32 tensor cores ("high" precision, 10-bit
+    mantissa inputs, fp32 accumulation), which the bf16 forward already sits far below in precision.
+    """
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision("high")
+
+
 def peak_flops(device: torch.device) -> float | None:
-    """The device's dense bf16 peak in FLOP/s, or None where MFU is not meaningful (CPU, MPS, unknown GPU)."""
-    if device.type != "cuda":
+    """The device's dense bf16 peak in FLOP/s, or None where MFU is not meaningful (CPU, MPS, unknown GPU, or a GPU
+    that trains in fp32 because it lacks bf16: its bf16/fp16 tensor-core peak would make the MFU look tiny)."""
+    if not uses_bf16(device):
         return None
     name = torch.cuda.get_device_name(device).upper()
     for key, flops in PEAK_BF16_FLOPS:

@@ -56,7 +56,7 @@ from nanogpt_core.distributed import (
     ranks_with_other_weights,
 )
 from nanogpt_core.errors import CheckpointError, ConfigError, TrainingError
-from nanogpt_core.hardware import autocast_context, peak_flops, resolve_device, synchronize
+from nanogpt_core.hardware import autocast_context, configure_device, peak_flops, resolve_device, synchronize
 from nanogpt_core.run_log import RunLog, read_metrics, truncate_metrics
 from nanogpt_core.sampling import SAMPLE_MAX_TOKENS, SAMPLE_PROMPTS, complete
 from nanogpt_core.schedule import lr_multiplier, muon_momentum
@@ -351,6 +351,7 @@ def train(
     wall_start = time.time()
     ranks = ranks or Ranks.from_env()
     device = rank_device(resolve_device(settings.device), ranks)
+    configure_device(device)
     with process_group(ranks, device):
         return _train(settings, resume, ranks, device, on_step, stream, progress_bar, wall_start)
 

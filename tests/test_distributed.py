@@ -37,10 +37,10 @@ STEPS = 6
 LOSS_RTOL = 1e-5  # see the module docstring
 
 
-def _settings(corpus: Path, tokenizer: Path, out: Path) -> TrainSettings:
+def _settings(corpus: Path, tokenizer: Path, out: Path, **overrides) -> TrainSettings:
     """512 tokens a step: 1 process x 4 micro-batches of 2 x 64, or 2 processes x 2 micro-batches (no_sync used)."""
-    return tiny_settings(corpus, tokenizer, out, total_batch_size=512, num_iterations=STEPS, eval_every=3,
-                         save_every=3)
+    return tiny_settings(corpus, tokenizer, out, **{"total_batch_size": 512, "num_iterations": STEPS,
+                                                    "eval_every": 3, "save_every": 3, **overrides})
 
 
 def _flags(settings: TrainSettings) -> list[str]:
