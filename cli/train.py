@@ -107,7 +107,8 @@ def train_command(ctx: click.Context, core_metric_every: int | None, compile_: b
     try:
         result = train(settings, resume=checkpoint)
     except KeyboardInterrupt:  # click would turn it into "Aborted." and exit 1; Ctrl-C is the shell's 130
-        click.echo("Interrupted.", err=True)
+        if Ranks.from_env().is_main:
+            click.echo("Interrupted.", err=True)
         ctx.exit(EXIT_INTERRUPTED)
 
     if not Ranks.from_env().is_main:

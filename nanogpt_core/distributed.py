@@ -152,6 +152,20 @@ def mean_over_ranks(value: float, device: torch.device) -> float:
     return t.item() / dist.get_world_size()
 
 
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True on every rank if `flag` is True on any: decisions that change the control flow must be unanimous.
+
+    Ctrl-C reaches torchrun, which forwards SIGINT to each worker one after the other; a rank that stopped a step
+    before the others would leave them waiting in the next gradient all-reduce. Asking at every step boundary
+    makes all ranks stop at the same one.
+    """
+    if not active():
+        return flag
+    t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
 def weights_digest(model: torch.nn.Module) -> str:
     """sha256 of every parameter's bytes: equal digests mean bit-identical weights."""
     h = hashlib.sha256()

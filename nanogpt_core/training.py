@@ -21,6 +21,7 @@ import datetime as dt
 import hashlib
 import json
 import math
+import os
 import random
 import signal
 import threading
@@ -47,6 +48,7 @@ from nanogpt_core.checkpoint import (
 from nanogpt_core.config import GPTConfig
 from nanogpt_core.distributed import (
     Ranks,
+    any_rank,
     barrier,
     broadcast_from_main,
     data_parallel,
@@ -494,7 +496,7 @@ def _train(settings: TrainSettings, resume, ranks: Ranks, device: torch.device, 
         with _StopRequest(log) as stop:
             while True:
                 last_step = step == settings.num_iterations
-                if stop.requested:
+                if any_rank(stop.requested, device):  # every rank stops at the same step boundary
                     raise KeyboardInterrupt
                 # evaluate (every rank takes part), sample and save (rank 0), as nanochat's loop does
                 if last_step or step == start_step == 0 or (settings.eval_every > 0 and
@@ -567,7 +569,7 @@ def _train(settings: TrainSettings, resume, ranks: Ranks, device: torch.device, 
             model.zero_grad(set_to_none=True)
             path = save(step, boundary_loader_state)
             log.note(f"Interrupted at step {step}: checkpoint saved to {path}")
-            log.note(f"Continue with: nanogpt train --resume {run_dir}")
+            log.note(f"Continue with: {_launcher(ranks)} train --resume {run_dir}")
         raise TrainingInterrupted(step, path) from exc
     finally:
         log.stop()
@@ -592,6 +594,16 @@ def _train(settings: TrainSettings, resume, ranks: Ranks, device: torch.device, 
     if steps_taken:
         result.tokens_per_sec = steps_taken * settings.total_batch_size / result.train_time_s
     return result
+
+
+def _launcher(ranks: Ranks) -> str:
+    """The command that started this run: plain `nanogpt`, or torchrun with as many processes per node."""
+    if not ranks.is_distributed:
+        return "nanogpt"
+    local = os.environ.get("LOCAL_WORLD_SIZE", str(ranks.world_size))
+    nodes = int(os.environ.get("GROUP_WORLD_SIZE", 1) or 1)
+    multi = f" --nnodes={nodes} ..." if nodes > 1 else ""
+    return f"torchrun --nproc_per_node={local}{multi} -m nanogpt_cli"
 
 
 def _divergence_message(step: int, loss: float, result: TrainResult, settings: TrainSettings) -> str:
