@@ -12,6 +12,10 @@ prompts every sample_every steps and at the end; checkpoints every save_every st
 A run is a folder (default runs/<timestamp>): config.json, metrics.jsonl, samples.txt, loss.png, tokenizer/ and
 checkpoints/. Resuming restores weights, optimizer state, the loader's position and the RNG, so on CPU a resumed run
 reproduces the losses of an uninterrupted one exactly.
+
+Under `torchrun --nproc_per_node=N -m nanogpt_cli train` each process runs this loop as one rank of a data-parallel
+job (nanogpt_core.distributed, docs/distributed.md): DDP averages the gradients, the loss and bpb are combined over
+ranks, and rank 0 alone logs, samples and saves.
 """
 
 from __future__ import annotations

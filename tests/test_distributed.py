@@ -163,3 +163,32 @@ def test_rank_device_and_single_process_helpers(tiny_config):
         w = model.lm_head.weight
         w[0, 0] = torch.nextafter(w[0, 0], torch.tensor(1.0))
     assert weights_digest(model) != before
+
+
+def test_the_commands_in_docs_distributed_use_real_flags_and_valid_batch_sizes():
+    """Every torchrun command in docs/distributed.md: train flags the CLI has, and a total batch that divides."""
+    import re
+    import shlex
+
+    from nanogpt_cli.train import train_command
+    from nanogpt_core.training import grad_accum_steps
+
+    known = {opt for param in train_command.params for opt in param.opts}
+    doc = (Path(__file__).parent.parent / "docs" / "distributed.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```bash\n(.*?)```", doc, flags=re.S)
+    commands = [line for block in blocks for line in block.replace("\\\n", " ").splitlines()
+                if "nanogpt_cli train" in line]
+    assert len(commands) >= 5
+    for command in commands:
+        words = shlex.split(command)
+        launcher, args = words[:words.index("train")], words[words.index("train") + 1:]
+        flags = dict(w.lstrip("-").split("=", 1) if "=" in w else (w.lstrip("-"), "") for w in args if
+                     w.startswith("--"))
+        assert {f"--{name}" for name in flags} <= known, command
+        if "resume" in flags:
+            continue
+        nodes = next((int(w.split("=")[1]) for w in launcher if w.startswith("--nnodes=")), 1)
+        nproc = next(int(w.split("=")[1]) for w in launcher if w.startswith("--nproc_per_node="))
+        sizes = [int(flags.get(name.replace("_", "-"), getattr(TrainSettings(), name)))
+                 for name in ("total_batch_size", "device_batch_size", "max_seq_len")]
+        grad_accum_steps(*sizes, world_size=nodes * nproc)  # a ConfigError if the total batch does not divide
