@@ -121,6 +121,23 @@ def data_parallel(module: torch.nn.Module, device: torch.device) -> torch.nn.Mod
     return DistributedDataParallel(module, device_ids=device_ids, **no_buffer_sync)
 
 
+def check_every_parameter_used(model: torch.nn.Module) -> None:
+    """After the first backward under DDP: a ComponentError naming a trainable parameter the loss never reached.
+
+    DDP averages gradients bucket by bucket as backward produces them; a parameter that takes no part in the loss
+    never produces one, so its bucket never fills and the next step dies inside DDP with "Expected to have finished
+    reduction in the prior iteration". One process would train on silently (that weight just never changes).
+    """
+    from nanogpt_core.errors import ComponentError
+
+    unused = [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    if unused:
+        more = f" (and {len(unused) - 1} more)" if len(unused) > 1 else ""
+        raise ComponentError(f"{unused[0]}{more} got no gradient: the loss does not depend on it, which data-parallel "
+                             f"training (DDP) cannot sync; use every parameter a component creates in its forward, "
+                             f"or do not create it.")
+
+
 def active() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 

@@ -55,6 +55,7 @@ from nanogpt_core.distributed import (
     any_rank,
     barrier,
     broadcast_from_main,
+    check_every_parameter_used,
     data_parallel,
     mean_over_ranks,
     process_group,
@@ -531,6 +532,8 @@ def _train(settings: TrainSettings, resume, ranks: Ranks, device: torch.device, 
                 with trace.tracing(model, settings.debug) if (trace and first) else contextlib.nullcontext():
                     # an interrupt in here leaves weights and optimizer as they were at the step boundary
                     train_loss = accumulate_gradients(train_model, train_loader, accum, autocast)
+                if first and ranks.is_distributed:
+                    check_every_parameter_used(model)  # DDP would fail cryptically on the next step otherwise
                 train_loss = mean_over_ranks(train_loss, device)  # so every rank agrees on divergence, too
                 if not math.isfinite(train_loss):
                     raise TrainingError(_divergence_message(step, train_loss, result, settings))

@@ -28,6 +28,7 @@ import torch
 from tiny_training import _one_thread, tiny_corpus, tiny_settings, tiny_tokenizer  # noqa: F401
 
 from nanogpt_core.checkpoint import load_checkpoint
+from nanogpt_core.data import TokenLoader
 from nanogpt_core.distributed import Ranks, mean_over_ranks, rank_device, weights_digest
 from nanogpt_core.errors import ConfigError
 from nanogpt_core.run_log import read_metrics
@@ -192,3 +193,33 @@ def test_the_commands_in_docs_distributed_use_real_flags_and_valid_batch_sizes()
         sizes = [int(flags.get(name.replace("_", "-"), getattr(TrainSettings(), name)))
                  for name in ("total_batch_size", "device_batch_size", "max_seq_len")]
         grad_accum_steps(*sizes, world_size=nodes * nproc)  # a ConfigError if the total batch does not divide
+
+
+def test_a_parameter_the_loss_never_reaches_is_named_before_ddp_fails_on_it(tiny_config, tmp_path):
+    """Under DDP (here a 1-process Gloo group: the same reducer) an unused weight is one ComponentError line."""
+    import torch.distributed as dist
+
+    from nanogpt_core import build_model
+    from nanogpt_core.distributed import check_every_parameter_used, data_parallel
+    from nanogpt_core.errors import ComponentError
+    from nanogpt_core.training import accumulate_gradients
+
+    model = build_model(tiny_config)
+    model.init_weights()
+    model.transformer.h[1].mlp.spare = torch.nn.Linear(4, 4)  # created, never called
+    loader = TokenLoader(torch.randint(0, tiny_config.vocab_size, (2000,)), 2, 16)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        ddp = data_parallel(model, torch.device("cpu"))
+        accumulate_gradients(ddp, loader, 2)
+        with pytest.raises(ComponentError, match=r"transformer\.h\.1\.mlp\.spare\.weight \(and 1 more\) got no "
+                                                 r"gradient: the loss does not depend on it"):
+            check_every_parameter_used(model)
+        with pytest.raises(RuntimeError, match="finished reduction in the prior iteration"):
+            accumulate_gradients(ddp, loader, 2)  # what the user would otherwise get, one step later
+        reference = build_model(tiny_config)
+        reference.init_weights()
+        accumulate_gradients(data_parallel(reference, torch.device("cpu")), loader, 2)
+        check_every_parameter_used(reference)  # the reference model uses every parameter
+    finally:
+        dist.destroy_process_group()
