@@ -8,9 +8,10 @@ Why a tolerance and not equality with the 1-process run: the two runs add the sa
 process accumulates the 4 micro-batch gradients of a step into .grad one after the other; two processes each add 2,
 then DDP sums the two halves and divides by 2. fp32 addition is not associative, so gradients differ in the last bits
 (~1e-7 relative), and a few steps of training carry that into the loss at about 1e-7..1e-6 relative (measured:
-< 2e-7 over these 6 steps). 1e-5 is ten times above that and far below what a real bug does: ranks reading the same
-rows, or gradients not averaged, change the second step's loss by 1e-2 or more. Between two 2-process runs (resume)
-the order of operations is the same, so there the comparison is exact.
+<= 1.1e-7 over these 6 steps). 1e-5 is ~100 times above that and far below what a real bug does (both measured by
+breaking the code): ranks reading the same rows change the second step's loss by 1.7e-3 relative, gradients not
+averaged (no DDP) by 2.8e-3 and leave the ranks' weights different. Between two 2-process runs (resume) the order of
+operations is the same, so there the comparison is exact.
 """
 
 from __future__ import annotations
