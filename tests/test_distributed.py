@@ -224,3 +224,35 @@ def test_a_parameter_the_loss_never_reaches_is_named_before_ddp_fails_on_it(tiny
         check_every_parameter_used(reference)  # the reference model uses every parameter
     finally:
         dist.destroy_process_group()
+
+
+def test_gradient_accumulation_all_reduces_once_per_step_not_once_per_micro_batch(tiny_config, tmp_path):
+    """no_sync() on all but the last micro-batch: DDP's communication hook runs for the last backward only."""
+    import torch.distributed as dist
+
+    from nanogpt_core import build_model
+    from nanogpt_core.distributed import data_parallel
+    from nanogpt_core.training import accumulate_gradients
+
+    model = build_model(tiny_config)
+    model.init_weights()
+    loader = TokenLoader(torch.randint(0, tiny_config.vocab_size, (2000,)), 2, 16)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        ddp = data_parallel(model, torch.device("cpu"))
+        calls = []
+
+        def counting_allreduce(state, bucket):
+            calls.append(bucket.index())
+            fut = torch.futures.Future()
+            fut.set_result(bucket.buffer())
+            return fut
+
+        ddp.register_comm_hook(None, counting_allreduce)
+        accumulate_gradients(ddp, loader, 1)  # one micro-batch: one sync of every bucket
+        buckets_per_sync = len(calls)
+        assert buckets_per_sync >= 1
+        accumulate_gradients(ddp, loader, 4)
+        assert len(calls) == 2 * buckets_per_sync  # 4 micro-batches: still one sync
+    finally:
+        dist.destroy_process_group()
