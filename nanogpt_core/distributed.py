@@ -88,8 +88,9 @@ def backend_for(device: torch.device) -> str:
 def process_group(ranks: Ranks, device: torch.device) -> Iterator[None]:
     """Join torchrun's process group for the body (nothing to do for a single process) and always leave it.
 
-    Leaving on errors too matters: a rank that raises without destroying its group leaves NCCL resources and a
-    warning behind, and torchrun then stops the other ranks instead of letting them wait out the timeout.
+    Leaving on errors too: a process that exits without destroy_process_group leaks NCCL resources and warns. (The
+    other ranks do not wait out COLLECTIVE_TIMEOUT either way: torchrun stops them all when one rank exits with an
+    error.)
     """
     if not ranks.is_distributed or dist.is_initialized():
         yield  # single process, or a caller (a test, a notebook) that set the group up itself and owns it
