@@ -30,8 +30,11 @@ STYLE = {"pass": "bold green", "fail": "bold red", "not implemented": "bold yell
               help="Training text: the built-in corpus (as bytes) or a synthetic token stream.")
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
 @click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--design", is_flag=True,
+              help="The candidate is a different design (an experiment such as swiglu:mlp), not a re-implementation: "
+                   "no equality verdict, only the checks that still apply, the loss curves, speed and memory.")
 def compare_command(use: str, steps: int, device: str, json_path: str | None, plot_path: str | None, data: str,
-                    batch_size: int, seed: int) -> int:
+                    batch_size: int, seed: int, design: bool) -> int:
     """Compare components with the reference and give a verdict per component.
 
     Exit code 0 when everything passes, 1 when anything fails, 3 when a component is not implemented yet.
@@ -40,7 +43,7 @@ def compare_command(use: str, steps: int, device: str, json_path: str | None, pl
     console = Console(stderr=quiet)
     with console.status("comparing…") as status:
         report = compare(use, steps=steps, device=device, seed=seed, batch_size=batch_size, data=data,
-                         progress=lambda message: status.update(message + "…"))
+                         mode="design" if design else "equal", progress=lambda message: status.update(message + "…"))
     if plot_path and report.training is not None:
         from nanogpt_core.compare.plot import plot_comparison
 
@@ -126,7 +129,8 @@ def render_training(report: Report, console: Console) -> None:
     console.print(f"  reference  {sparkline(t.reference.losses)}")
     console.print(f"  candidate  {sparkline(t.candidate.losses)}")
     verdict = {True: "[green]within[/green]", False: "[red]beyond[/red]", None: "(no verdict in this mode)"}
-    console.print(f"  max |loss difference| {t.max_abs_diff:.2e}, {verdict[t.passed]} tolerance {t.tolerance:.0e}"
+    within = "" if t.passed is None else f", {verdict[t.passed]} tolerance {t.tolerance:.0e}"
+    console.print(f"  max |loss difference| {t.max_abs_diff:.2e}{within}"
                   + ("" if t.candidate.shared_weights else " (candidate starts from its own init)"))
     peak = f", peak GPU memory x{t.peak_memory_ratio:.2f}" if t.peak_memory_ratio else ""
     console.print(f"  speed x{t.speed_ratio:.2f} of the reference ({t.candidate.tokens_per_s:,.0f} vs "

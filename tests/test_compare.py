@@ -161,6 +161,21 @@ def test_cli_writes_json_and_plot(tmp_path, alt):
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_cli_design_mode_has_no_equality_verdict_but_still_catches_a_broken_contract(tmp_path, alt, bugs):
+    """--design: a different design is judged by the checks that apply and the curves, never by equality."""
+    out_json = tmp_path / "design.json"
+    result = run_cli("--use", f"{alt}:mlp", "--design", "--steps", "3", "--data", "synthetic", "--device", "cpu",
+                     "--json", str(out_json))
+    assert result.exit_code == 0, result.output
+    data = json.loads(out_json.read_text())
+    assert data["mode"] == "design" and data["training"]["passed"] is None
+    assert "tolerance nan" not in result.output
+    leaky = run_cli("--use", "bug-no-causal-mask:attention", "--design", "--steps", "0", "--json", "-")
+    assert leaky.exit_code == 1  # causality is part of the contract, whatever the design
+    verdict = next(v for v in json.loads(leaky.stdout)["components"] if v["component"] == "attention")
+    assert verdict["diagnosis"] == "causal leakage"
+
+
 def test_cli_failure_names_the_diagnosis_and_exits_1(bugs):
     result = run_cli("--use", "bug-relu:mlp", "--steps", "0")
     assert result.exit_code == 1

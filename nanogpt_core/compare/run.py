@@ -111,6 +111,11 @@ def compare(use: UseSpec = None, steps: int = 50, device: str | torch.device | N
     """
     # tiny models: one CPU thread is fastest, see one_thread (a GPU run is unaffected)
     with one_thread():
+        if mode == "design":  # a different design, not a re-implementation: no equality verdict
+            from nanogpt_core.design import design_report
+
+            return design_report(use, steps, device, config, seed, batch_size=batch_size, data=data,
+                                 check_config=check_config, progress=progress)
         return _compare(use, steps, device, config, seed, batch_size, data, mode, check_config, progress)
 
 
