@@ -536,7 +536,7 @@ def _train(settings: TrainSettings, resume, ranks: Ranks, device: torch.device, 
                     check_every_parameter_used(model)  # DDP would fail cryptically on the next step otherwise
                 train_loss = mean_over_ranks(train_loss, device)  # so every rank agrees on divergence, too
                 if not math.isfinite(train_loss):
-                    raise TrainingError(_divergence_message(step, train_loss, result, settings))
+                    raise TrainingError(_divergence_message(step, train_loss, result, settings, ckpt_path))
                 grad_norm = None
                 if settings.grad_clip > 0:
                     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip).item()
@@ -613,8 +613,10 @@ def _launcher(ranks: Ranks) -> str:
     return f"torchrun --nproc_per_node={local}{multi} -m nanogpt_cli"
 
 
-def _divergence_message(step: int, loss: float, result: TrainResult, settings: TrainSettings) -> str:
-    where = f"{result.checkpoint}" if result.checkpoint else "none was written in this run"
+def _divergence_message(step: int, loss: float, result: TrainResult, settings: TrainSettings,
+                        resumed_from: Path | None = None) -> str:
+    last_good = result.checkpoint or resumed_from  # a resumed run's starting checkpoint is still good
+    where = f"{last_good}" if last_good else "none was written in this run"
     if not result.losses:
         cause = ("the very first loss is not finite, so a component's forward produces NaN/Inf: run with "
                  "--debug=stats to see the first one")

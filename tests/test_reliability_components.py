@@ -171,8 +171,9 @@ def test_a_component_returning_nan_stops_before_the_first_step(bad_sets, good_ru
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.output
-    assert lines[0].startswith("Error: loss became nan at step 2; the very first loss is not finite, so a "
-                               "component's forward produces NaN/Inf: run with --debug=stats")
+    assert lines[0] == ("Error: loss became nan at step 2; the very first loss is not finite, so a component's "
+                        "forward produces NaN/Inf: run with --debug=stats to see the first one. Last good checkpoint: "
+                        f"{good_run / 'checkpoints' / 'step_000002'}.")
 
 
 @pytest.mark.parametrize("impl_set, message", [
