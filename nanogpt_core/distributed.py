@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import gc
 import hashlib
 import inspect
 import os
@@ -102,7 +103,12 @@ def process_group(ranks: Ranks, device: torch.device) -> Iterator[None]:
                             timeout=COLLECTIVE_TIMEOUT, **kwargs)
     try:
         yield
+        # Leave together, and only after the DDP wrappers (kept alive by reference cycles) are gone: tearing gloo
+        # down while a peer still talks to it, or before a reducer that uses it is freed, can abort the process at
+        # exit ("terminate called without an active exception"), seen in CI-like runs after a successful training.
+        dist.barrier()
     finally:
+        gc.collect()
         dist.destroy_process_group()
 
 
