@@ -165,7 +165,7 @@ def locate(exc: BaseException, use: dict[str, str] | None = None) -> tuple[str, 
 # --- what kind of error, and what to do about it ---------------------------------------------------------------
 
 _KINDS: list[tuple[str, re.Pattern[str]]] = [
-    ("device", re.compile(r"same device|device type|on (the )?(cpu|cuda|mps|meta)\b.*device", re.I)),
+    ("device", re.compile(r"same device|device type|expected device|on (the )?(cpu|cuda|mps|meta)\b.*device", re.I)),
     ("dtype", re.compile(r"dtype|scalar type|BFloat16|Half|expected .*Float", re.I)),
     ("shape", re.compile(r"shape|size|dimension|cannot be multiplied|mat1|mat2|broadcast|view|reshape", re.I)),
     ("nonfinite", re.compile(r"\bnan\b|\binf\b|non-finite|not finite", re.I)),
