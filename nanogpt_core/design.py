@@ -18,7 +18,6 @@ applicable checks only, and the side-by-side training without an equality verdic
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable
 
@@ -27,12 +26,11 @@ import torch
 from nanogpt_core.checks.harness import Bench, default_check_config, seeded
 from nanogpt_core.checks.modules import Check
 from nanogpt_core.checks.result import CheckResult
-from nanogpt_core.checks.runner import SEED, checks_for, error_result, not_implemented
+from nanogpt_core.checks.runner import checks_for, run_check_list
 from nanogpt_core.checks.whole_model import IN_MODEL_CHECKS, MODEL_CHECKS, init_every_parameter, softcap_probe
 from nanogpt_core.compare.report import ComponentVerdict, Report, TrainingComparison
 from nanogpt_core.config import GPTConfig
 from nanogpt_core.contracts import COMPONENT_NAMES
-from nanogpt_core.errors import ConfigError
 from nanogpt_core.use_spec import DEFAULT_SET, UseSpec, format_use, resolve_use
 
 DESIGN_MODE = "design"  # Report.mode of a comparison without an equality verdict
@@ -67,19 +65,8 @@ PINNED_CHECKS: dict[str, dict[str, str]] = {
 
 
 def _run(bench: Bench, component: str, checks: list[Check]) -> list[CheckResult]:
-    results = []
-    for check in checks:
-        try:
-            with seeded(SEED):
-                r = check(bench)
-        except NotImplementedError as exc:
-            return [not_implemented(component, exc)]
-        except Exception as exc:  # a crash in the component is a failed check, not a crash of the checker
-            r = error_result(component, check, exc)
-        if r.name in PINNED_CHECKS.get(component, {}):  # run, then dropped: a check's name is what it reports
-            continue
-        results.append(dataclasses.replace(r, component=component))
-    return results
+    """The checks that apply to a different design: the pinned ones run, then drop out of the report."""
+    return run_check_list(bench, component, checks, skip=frozenset(PINNED_CHECKS.get(component, {})))
 
 
 def design_checks(use: UseSpec, config: GPTConfig | None = None,
@@ -120,20 +107,13 @@ def design_report(use: UseSpec, steps: int = 50, device: str | torch.device | No
     the memory are the result. The candidate starts from the reference's weights when its parameters have the same
     names and shapes (less noise in the difference), else from its own init.
     """
-    from nanogpt_core.compare.curves import DATA_CHOICES, default_compare_config, make_batches, train_curve
-    from nanogpt_core.hardware import resolve_device
+    from nanogpt_core.compare.curves import make_batches, train_curve
+    from nanogpt_core.compare.run import prepare
     from nanogpt_core.model import build_model
 
     t_start = time.perf_counter()
     say = progress or (lambda message: None)
-    if steps < 0 or batch_size < 1:
-        raise ConfigError(f"--steps must be >= 0 and the batch size >= 1 (got {steps}, {batch_size}).")
-    if data not in DATA_CHOICES:
-        raise ConfigError(f"unknown data {data!r}; choose one of {', '.join(DATA_CHOICES)}.")
-    chosen = resolve_use(use)
-    config = (config or default_compare_config()).validate()
-    check_config = (check_config or default_check_config()).validate()
-    dev = resolve_device(device or "auto")
+    chosen, config, check_config, dev = prepare(use, steps, device, config, batch_size, data, check_config)
     report = Report(DESIGN_MODE, chosen, format_use(chosen), config.to_dict(), check_config.to_dict(), str(dev),
                     seed)
 

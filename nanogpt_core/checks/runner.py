@@ -47,8 +47,16 @@ def run_component_checks(impl_set: str, component: str, config: GPTConfig | None
         return [CheckResult(component, "provided", None, f"{impl_set!r} does not provide {component}", {},
                             "not provided")]
     bench = Bench(impl_set, component, config or default_check_config(), torch.device(device))
+    return run_check_list(bench, component, checks_for(component))
+
+
+def run_check_list(bench: Bench, component: str, checks: list[Check], skip: frozenset[str] = frozenset()
+                   ) -> list[CheckResult]:
+    """Run `checks` on `bench`, each seeded; stop at the first NotImplementedError with one 'not implemented'.
+
+    Results named in `skip` are dropped after running (a check's name is what it reports)."""
     results = []
-    for check in checks_for(component):
+    for check in checks:
         try:
             with seeded(SEED):
                 r = check(bench)
@@ -56,7 +64,8 @@ def run_component_checks(impl_set: str, component: str, config: GPTConfig | None
             return [not_implemented(component, exc)]
         except Exception as exc:  # a crash in the component is a failed check, not a crash of the checker
             r = error_result(component, check, exc)
-        results.append(dataclasses.replace(r, component=component))
+        if r.name not in skip:
+            results.append(dataclasses.replace(r, component=component))
     return results
 
 

@@ -119,6 +119,17 @@ def compare(use: UseSpec = None, steps: int = 50, device: str | torch.device | N
         return _compare(use, steps, device, config, seed, batch_size, data, mode, check_config, progress)
 
 
+def prepare(use: UseSpec, steps: int, device: str | torch.device | None, config: GPTConfig | None, batch_size: int,
+            data: str, check_config: GPTConfig | None) -> tuple[dict[str, str], GPTConfig, GPTConfig, torch.device]:
+    """Check the arguments every compare mode shares; return (chosen parts, config, check config, device)."""
+    if steps < 0 or batch_size < 1:
+        raise ConfigError(f"--steps must be >= 0 and the batch size >= 1 (got {steps}, {batch_size}).")
+    if data not in DATA_CHOICES:
+        raise ConfigError(f"unknown data {data!r}; choose one of {', '.join(DATA_CHOICES)}.")
+    return (resolve_use(use), (config or default_compare_config()).validate(),
+            (check_config or default_check_config()).validate(), resolve_device(device or "auto"))
+
+
 def _compare(use: UseSpec, steps: int, device: str | torch.device | None, config: GPTConfig | None, seed: int,
              batch_size: int, data: str, mode: str, check_config: GPTConfig | None,
              progress: Progress | None) -> Report:
@@ -126,14 +137,7 @@ def _compare(use: UseSpec, steps: int, device: str | torch.device | None, config
     say = progress or (lambda message: None)
     if mode not in MODES:
         raise ConfigError(f"unknown compare mode {mode!r}; available: {', '.join(MODES)}.")
-    if steps < 0 or batch_size < 1:
-        raise ConfigError(f"--steps must be >= 0 and the batch size >= 1 (got {steps}, {batch_size}).")
-    if data not in DATA_CHOICES:
-        raise ConfigError(f"unknown data {data!r}; choose one of {', '.join(DATA_CHOICES)}.")
-    chosen = resolve_use(use)
-    config = (config or default_compare_config()).validate()
-    check_config = (check_config or default_check_config()).validate()
-    dev = resolve_device(device or "auto")
+    chosen, config, check_config, dev = prepare(use, steps, device, config, batch_size, data, check_config)
     swapped = [c for c in COMPONENT_NAMES if chosen[c] != DEFAULT_SET] or list(COMPONENT_NAMES)
     report = Report(mode, chosen, format_use(chosen), config.to_dict(), check_config.to_dict(), str(dev), seed)
 
