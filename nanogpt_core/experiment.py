@@ -430,10 +430,6 @@ def plot_loss_curves(result: ExperimentResult, out_path: str | Path) -> Path:
            ylabel="cross-entropy (nats/token)")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    out_path = Path(out_path)
-    tmp = out_path.with_name(f".{out_path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, out_path)
-    return out_path
+    from nanogpt_core.plots import save_figure
+
+    return save_figure(fig, out_path)

@@ -34,8 +34,16 @@ def plot_losses(records: list[dict[str, Any]], out_path: str | Path) -> Path:
     ax_val.set(title="validation", xlabel="step", ylabel="bits per byte")
     for ax in (ax_train, ax_val):
         ax.grid(alpha=0.3)
+    return save_figure(fig, out_path)
+
+
+def save_figure(fig, out_path: str | Path) -> Path:
+    """Write a matplotlib figure as PNG atomically (temp file + rename: a reader never sees half a picture)."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(f".{out_path.name}.tmp.png")
     fig.savefig(tmp, dpi=100)
     plt.close(fig)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from nanogpt_core.compare.report import TrainingComparison
@@ -30,11 +29,6 @@ def plot_comparison(training: TrainingComparison, out_path: str | Path) -> Path:
     ax_diff.set(xlabel="step", ylabel="candidate - reference")
     for a in (ax, ax_diff):
         a.grid(alpha=0.3)
-    fig.tight_layout()
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, out_path)
-    return out_path
+    from nanogpt_core.plots import save_figure
+
+    return save_figure(fig, out_path)
