@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from nanogpt_cli.interop import pretrained_compare_command
 from nanogpt_core.compare import Report, compare
 from nanogpt_core.compare.curves import DATA_CHOICES, every, sparkline
 
@@ -30,15 +31,22 @@ STYLE = {"pass": "bold green", "fail": "bold red", "not implemented": "bold yell
               help="Training text: the built-in corpus (as bytes) or a synthetic token stream.")
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
 @click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--checkpoint", default=None, metavar="CKPT",
+              help="Compare inside a trained or imported model (e.g. a nanochat import): its weights assembled "
+                   "all-reference and with --use, logits difference and greedy text side by side "
+                   "(`nanogpt pretrained-compare` has the prompt and tolerance options).")
 @click.option("--design", is_flag=True,
               help="The candidate is a different design (an experiment such as swiglu:mlp), not a re-implementation: "
                    "no equality verdict, only the checks that still apply, the loss curves, speed and memory.")
 def compare_command(use: str, steps: int, device: str, json_path: str | None, plot_path: str | None, data: str,
-                    batch_size: int, seed: int, design: bool) -> int:
+                    batch_size: int, seed: int, checkpoint: str | None, design: bool) -> int:
     """Compare components with the reference and give a verdict per component.
 
     Exit code 0 when everything passes, 1 when anything fails, 3 when a component is not implemented yet.
     """
+    if checkpoint:
+        return click.get_current_context().invoke(pretrained_compare_command, checkpoint=checkpoint, use=use,
+                                                  device=device, as_json=json_path == "-")
     quiet = json_path == "-"
     console = Console(stderr=quiet)
     with console.status("comparing…") as status:

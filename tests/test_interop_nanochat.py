@@ -437,3 +437,8 @@ def test_compare_in_pretrained_passes_a_correct_part_and_catches_a_wrong_one(tmp
     assert result.exit_code == 1, result.output
     report = json.loads(result.output[result.output.index("{"):])
     assert report["passed"] is False and report["prompts"][0]["prompt"] == "The quick"
+    # the same through `nanogpt compare --checkpoint`
+    via_compare = CliRunner().invoke(cli, ["compare", "--checkpoint", str(tmp_path / "run"), "--use",
+                                           f"{ALT_SET}:attention", "--json", "-"])
+    assert via_compare.exit_code == 0, via_compare.output
+    assert json.loads(via_compare.output[via_compare.output.index("{"):])["passed"] is True
