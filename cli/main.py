@@ -10,7 +10,7 @@ from nanogpt_cli.check import check_command
 from nanogpt_cli.compare import compare_command
 from nanogpt_cli.components import components_command
 from nanogpt_cli.data import data_group
-from nanogpt_cli.errors import debug_requested, report_exception
+from nanogpt_cli.errors import EXIT_INTERRUPTED, debug_requested, report_exception
 from nanogpt_cli.experiment import experiment_command
 from nanogpt_cli.interop import export_group, import_group, pretrained_compare_command
 from nanogpt_cli.reset import reset_command
@@ -30,7 +30,10 @@ class NanoGPTGroup(click.Group):
         except click.ClickException as exc:  # bad flags: click's own one-line usage error
             exc.show()
             sys.exit(exc.exit_code)
-        except click.exceptions.Abort:
+        except click.exceptions.Abort as exc:
+            if isinstance(exc.__context__, KeyboardInterrupt):  # click turns Ctrl-C into Abort: keep the shell's 130
+                click.echo("Interrupted.", err=True)
+                sys.exit(EXIT_INTERRUPTED)
             click.echo("Aborted.", err=True)
             sys.exit(1)
         except (Exception, KeyboardInterrupt) as exc:
