@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from nanogpt_core import GPTConfig
+from nanogpt_core.registry import register_plugin, unregister_plugin
 
 # The tests use tiny models, whose small matmuls run fastest on one thread (and do not fight over a busy machine).
 torch.set_num_threads(1)
@@ -35,3 +36,26 @@ def _deterministic():
 def pytest_addoption(parser):
     parser.addoption("--impl", action="store", default="reference", metavar="SET",
                      help="implementation set checked by tests/test_learner_contract.py (e.g. --impl student)")
+
+
+# --- test plugins shared by the checks and compare suites (tests/plugins/) ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bugs():
+    """The deliberately wrong implementations, each registered as its own set (`bug-...`)."""
+    from plugins.wrong_impls import BUGS, PLUGIN_NAME, WrongImplsPlugin
+
+    register_plugin(WrongImplsPlugin(), name=PLUGIN_NAME)
+    yield BUGS
+    unregister_plugin(name=PLUGIN_NAME)
+
+
+@pytest.fixture(scope="module")
+def alt():
+    """Correct implementations written differently from the reference (einsum attention, manual RMSNorm, ...)."""
+    from plugins.alt_impls import ALT_SET, AltImplsPlugin
+
+    register_plugin(AltImplsPlugin(), name="nanogpt-test-alt")
+    yield ALT_SET
+    unregister_plugin(name="nanogpt-test-alt")

@@ -8,8 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 import torch
-from plugins.alt_impls import ALT_SET, AltImplsPlugin
-from plugins.wrong_impls import BUGS, PLUGIN_NAME, WrongImplsPlugin
+from plugins.wrong_impls import BUGS
 
 from nanogpt_core.checks import DIAGNOSES, CheckResult, diff_tensors, matches_reference, run_checks
 from nanogpt_core.checks.harness import Bench, default_check_config
@@ -23,28 +22,6 @@ from nanogpt_impls.reference.mlp import MLP
 # bugs the contract cannot see (the code computes a valid rotary / a valid attention, just not the reference's):
 # only the comparison with the reference catches them
 CONTRACT_VALID = {"bug-rotary-reversed", "bug-rotary-after-qknorm", "bug-qknorm-hardcoded"}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: threads only add overhead, and the machine is shared
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def bugs() -> Iterator[dict]:
-    register_plugin(WrongImplsPlugin(), name=PLUGIN_NAME)
-    yield BUGS
-    unregister_plugin(name=PLUGIN_NAME)
-
-
-@pytest.fixture(scope="module")
-def alt() -> Iterator[str]:
-    register_plugin(AltImplsPlugin(), name="nanogpt-test-alt")
-    yield ALT_SET
-    unregister_plugin(name="nanogpt-test-alt")
 
 
 def failed(results: list[CheckResult]) -> list[CheckResult]:

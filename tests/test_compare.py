@@ -10,8 +10,7 @@ from collections.abc import Iterator
 import pytest
 import torch
 from click.testing import CliRunner
-from plugins.alt_impls import ALT_SET, AltImplsPlugin
-from plugins.wrong_impls import BUGS, PLUGIN_NAME, WrongImplsPlugin
+from plugins.wrong_impls import BUGS
 
 import nanogpt_core.model as core_model
 from nanogpt_cli.main import cli
@@ -29,28 +28,6 @@ from nanogpt_core.errors import ConfigError, UseSpecError
 from nanogpt_core.model import build_model
 from nanogpt_core.pristine import load_set_from_dir, write_pristine_dir
 from nanogpt_core.registry import register_plugin, unregister_plugin
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: threads only add overhead, and the machine is shared
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def bugs() -> Iterator[dict]:
-    register_plugin(WrongImplsPlugin(), name=PLUGIN_NAME)
-    yield BUGS
-    unregister_plugin(name=PLUGIN_NAME)
-
-
-@pytest.fixture(scope="module")
-def alt() -> Iterator[str]:
-    register_plugin(AltImplsPlugin(), name="nanogpt-test-alt")
-    yield ALT_SET
-    unregister_plugin(name="nanogpt-test-alt")
 
 
 @pytest.fixture(scope="module")
