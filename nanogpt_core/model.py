@@ -209,21 +209,31 @@ def check_tensors_registered(model: GPT) -> None:
             )
 
 
+def optimizer_coverage(model: nn.Module, optimizers: Sequence[torch.optim.Optimizer]) -> tuple[list[str], list[str]]:
+    """(trainable parameters in no optimizer group, those in more than one), by name."""
+    count: dict[int, int] = {}
+    for opt in optimizers:
+        for group in opt.param_groups:
+            for p in group["params"]:
+                count[id(p)] = count.get(id(p), 0) + 1
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    return ([n for n, p in trainable if count.get(id(p), 0) == 0],
+            [n for n, p in trainable if count.get(id(p), 0) > 1])
+
+
 def check_optimizer_coverage(model: nn.Module, optimizers: Sequence[torch.optim.Optimizer]) -> None:
     """Every trainable parameter in exactly one optimizer group, or a ComponentError naming the first that is not.
 
     A parameter left out never changes (training runs, the loss just stalls); one in two groups is updated twice per
     step. Neither raises anywhere in torch, so the training loop asks before its first step.
     """
-    count: dict[int, int] = {}
-    for opt in optimizers:
-        for group in opt.param_groups:
-            for p in group["params"]:
-                count[id(p)] = count.get(id(p), 0) + 1
+    missing, twice = optimizer_coverage(model, optimizers)
     impl_set = getattr(model, "use", {}).get("optimizer", "?")
-    for name, p in model.named_parameters():
-        if p.requires_grad and count.get(id(p), 0) != 1:
-            problem = "leaves {} out of every parameter group, so it would never train" if id(p) not in count \
-                else "puts {} in more than one parameter group, so it would be updated twice a step"
-            raise ComponentError(f"optimizer ({impl_set}) {problem.format(name)}; put every trainable parameter in "
-                                 f"exactly one group (nanogpt check {impl_set}:optimizer).")
+    if missing:
+        problem = f"leaves {missing[0]} out of every parameter group, so it would never train"
+    elif twice:
+        problem = f"puts {twice[0]} in more than one parameter group, so it would be updated twice a step"
+    else:
+        return
+    raise ComponentError(f"optimizer ({impl_set}) {problem}; put every trainable parameter in "
+                         f"exactly one group (nanogpt check {impl_set}:optimizer).")

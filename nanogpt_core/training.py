@@ -627,6 +627,17 @@ def _divergence_message(step: int, loss: float, result: TrainResult, settings: T
     return f"loss became {loss} at step {step}; {cause}. Last good checkpoint: {where}."
 
 
+def _load_tokenizer_of_size(folder: Path, vocab_size: int | None, alternative: str):
+    """The tokenizer in `folder`, refusing one whose size contradicts an explicit --vocab-size."""
+    from nanogpt_core.tokenizer import Tokenizer
+
+    tokenizer = Tokenizer.load(folder)
+    if vocab_size is not None and vocab_size != tokenizer.vocab_size:
+        raise ConfigError(f"{folder} has a {tokenizer.vocab_size}-token tokenizer but --vocab-size is "
+                          f"{vocab_size}; drop --vocab-size or {alternative}.")
+    return tokenizer
+
+
 def _resolve_tokenizer(settings: TrainSettings, run_dir: Path, train_docs: list[str], log: RunLog, ranks: Ranks):
     """--tokenizer DIR, else the run folder's own, else one trained now on the training documents and saved."""
     from nanogpt_core.tokenizer import DEFAULT_VOCAB_SIZE, Tokenizer
@@ -635,18 +646,12 @@ def _resolve_tokenizer(settings: TrainSettings, run_dir: Path, train_docs: list[
         folder = Path(settings.tokenizer)
         if not (folder / "tokenizer.json").is_file() and (folder / TOKENIZER_DIR / "tokenizer.json").is_file():
             folder = folder / TOKENIZER_DIR  # a run or checkpoint folder: use the tokenizer inside it
-        tokenizer = Tokenizer.load(folder)
-        if settings.vocab_size is not None and settings.vocab_size != tokenizer.vocab_size:
-            raise ConfigError(f"{folder} has a {tokenizer.vocab_size}-token tokenizer but --vocab-size is "
-                              f"{settings.vocab_size}; drop --vocab-size or pass a tokenizer of that size.")
+        tokenizer = _load_tokenizer_of_size(folder, settings.vocab_size, "pass a tokenizer of that size")
         log.note(f"Tokenizer: {folder} (vocab {tokenizer.vocab_size})")
         return tokenizer
     own = run_dir / TOKENIZER_DIR
     if (own / "tokenizer.json").is_file():
-        tokenizer = Tokenizer.load(own)
-        if settings.vocab_size is not None and settings.vocab_size != tokenizer.vocab_size:
-            raise ConfigError(f"{own} has a {tokenizer.vocab_size}-token tokenizer but --vocab-size is "
-                              f"{settings.vocab_size}; drop --vocab-size or use another --out.")
+        tokenizer = _load_tokenizer_of_size(own, settings.vocab_size, "use another --out")
         log.note(f"Tokenizer: reusing {own} (vocab {tokenizer.vocab_size})")
         return tokenizer
     vocab_size = settings.vocab_size or DEFAULT_VOCAB_SIZE

@@ -13,6 +13,7 @@ from nanogpt_core.checks.harness import Bench
 from nanogpt_core.checks.modules import Check, causality, kv_cache_consistency, result
 from nanogpt_core.checks.result import CheckResult
 from nanogpt_core.model import LOGIT_SOFTCAP
+from nanogpt_core.model import optimizer_coverage as parameters_outside_one_group
 
 ZERO_INIT = ("c_proj", "lm_head")
 
@@ -167,14 +168,8 @@ def _optimizers(b: Bench):
 
 def optimizer_coverage(b: Bench) -> CheckResult:
     model, optimizers = _optimizers(b)
-    count: dict[int, int] = {}
-    for opt in optimizers:
-        for group in opt.param_groups:
-            for p in group["params"]:
-                count[id(p)] = count.get(id(p), 0) + 1
-    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    missing = [n for n, p in trainable if count.get(id(p), 0) == 0]
-    twice = [n for n, p in trainable if count.get(id(p), 0) > 1]
+    missing, twice = parameters_outside_one_group(model, optimizers)
+    trainable = [p for p in model.parameters() if p.requires_grad]
     numbers = {"trainable": len(trainable), "missing": missing, "in_two_groups": twice}
     if missing:
         return result("every parameter in one group", False, f"not in any group: {', '.join(missing)}", numbers,
