@@ -10,9 +10,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from nanogpt_core.contracts import COMPONENT_NAMES
 from nanogpt_core.errors import UseSpecError
-from nanogpt_core.registry import implementation_sets
+from nanogpt_core.model.contracts import COMPONENT_NAMES
+from nanogpt_core.model.registry import implementation_sets
 
 STATUS_STYLE = {"pass": "green", "fail": "bold red", "not implemented": "yellow", "skipped": "dim"}
 

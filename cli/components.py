@@ -6,8 +6,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from nanogpt_core.contracts import COMPONENTS
-from nanogpt_core.registry import implementation_sets, registrations
+from nanogpt_core.model.contracts import COMPONENTS
+from nanogpt_core.model.registry import implementation_sets, registrations
 
 
 @click.command("components")

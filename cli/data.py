@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from nanogpt_core.download import DATASETS, ENV_DATA_DIR, data_dir, download_dataset
+from nanogpt_core.data.download import DATASETS, ENV_DATA_DIR, data_dir, download_dataset
 
 
 @click.group("data")

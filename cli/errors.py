@@ -1,6 +1,6 @@
 """How the CLI reports failures: one clear line for a user's mistake, the traceback only behind `--debug`.
 
-An exception from component code gets a short panel instead (see `nanogpt_core.diagnose`): which component and
+An exception from component code gets a short panel instead (see `nanogpt_core.learn.diagnose`): which component and
 method, the TODO text or the kind of bug, the contract's shapes, the reference file to read and the command to run
 again. A skeleton's TODO exits with 3, any other error inside a component with 4.
 """
@@ -18,8 +18,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from nanogpt_core.diagnose import Diagnosis, diagnose
 from nanogpt_core.errors import NanoGPTError
+from nanogpt_core.learn.diagnose import Diagnosis, diagnose
 
 _REFERENCE_TAIL = re.compile(r"\s*Reference:\s*\S+\s*$")
 EXIT_INTERRUPTED = 130  # the shell's convention for a process ended by SIGINT
@@ -39,7 +39,7 @@ def rerun_command(argv: list[str] | None) -> str:
 
 def use_from_argv(argv: list[str] | None) -> dict[str, str] | None:
     """{component: impl_set} from the command's `--use`, so a diagnosis can name the swapped-in suspects."""
-    from nanogpt_core.use_spec import resolve_use
+    from nanogpt_core.model.use_spec import resolve_use
 
     args = sys.argv[1:] if argv is None else argv
     for i, a in enumerate(args):

@@ -13,7 +13,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from nanogpt_core.experiment import (
+from nanogpt_core.compare.experiment import (
     DEFAULT_SEEDS,
     PLOT_FILE,
     RESULTS_JSON,
@@ -22,7 +22,7 @@ from nanogpt_core.experiment import (
     parse_variants,
     run_experiment,
 )
-from nanogpt_core.hardware import DEVICE_CHOICES
+from nanogpt_core.device import DEVICE_CHOICES
 
 
 @click.command("experiment")

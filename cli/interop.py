@@ -17,11 +17,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from nanogpt_core.checkpoint import load_checkpoint
-from nanogpt_core.hardware import DEVICE_CHOICES
-from nanogpt_core.interop import SUPPORTED_NANOCHAT, compare_in_pretrained, export_nanochat, import_nanochat
-from nanogpt_core.interop.pretrained_compare import DEFAULT_TOLERANCE, PretrainedComparison
-from nanogpt_core.sampling import SAMPLE_MAX_TOKENS, SAMPLE_PROMPTS
+from nanogpt_core.compare.pretrained import DEFAULT_TOLERANCE, PretrainedComparison, compare_in_pretrained
+from nanogpt_core.device import DEVICE_CHOICES
+from nanogpt_core.io.checkpoint import load_checkpoint
+from nanogpt_core.io.nanochat import SUPPORTED_NANOCHAT, export_nanochat, import_nanochat
+from nanogpt_core.train.sampling import SAMPLE_MAX_TOKENS, SAMPLE_PROMPTS
 
 
 @click.group("import")

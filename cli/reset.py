@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from nanogpt_core.errors import UseSpecError
-from nanogpt_core.pristine import SKELETON_ENTRIES, STUDENT_SET, reset_components
+from nanogpt_core.learn.workspace import SKELETON_ENTRIES, STUDENT_SET, reset_components
 
 
 def parse_targets(target: str) -> list[str] | None:

@@ -12,9 +12,9 @@ import logging
 
 import click
 
-from nanogpt_core.checkpoint import load_model
-from nanogpt_core.hardware import DEVICE_CHOICES
-from nanogpt_core.sampling import prompt_tokens, stream_text
+from nanogpt_core.device import DEVICE_CHOICES
+from nanogpt_core.io.checkpoint import load_model
+from nanogpt_core.train.sampling import prompt_tokens, stream_text
 
 
 @click.command("sample")

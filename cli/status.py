@@ -11,8 +11,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from nanogpt_core.pristine import STUDENT_SET
-from nanogpt_core.status import learner_status
+from nanogpt_core.learn.status import learner_status
+from nanogpt_core.learn.workspace import STUDENT_SET
 
 STATE_STYLE = {
     "not started": "dim",

@@ -6,8 +6,8 @@ import time
 
 import click
 
-from nanogpt_core.corpus import load_documents, split_documents
-from nanogpt_core.tokenizer import DEFAULT_VOCAB_SIZE, Tokenizer
+from nanogpt_core.data.corpus import load_documents, split_documents
+from nanogpt_core.data.tokenizer import DEFAULT_VOCAB_SIZE, Tokenizer
 
 
 @click.group("tokenizer")

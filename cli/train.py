@@ -17,9 +17,9 @@ import click
 from click.core import ParameterSource
 
 from nanogpt_cli.errors import EXIT_INTERRUPTED
-from nanogpt_core.distributed import Ranks
-from nanogpt_core.hardware import DEVICE_CHOICES
-from nanogpt_core.training import TrainSettings, resolve_resume, resume_settings, train
+from nanogpt_core.device import DEVICE_CHOICES
+from nanogpt_core.train.distributed import Ranks
+from nanogpt_core.train.loop import TrainSettings, resolve_resume, resume_settings, train
 
 _DEFAULTS = {f.name: f.default for f in fields(TrainSettings)}
 

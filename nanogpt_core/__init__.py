@@ -9,15 +9,15 @@
     model, tokenizer, meta = load_model(result.run_dir)
 """
 
-from nanogpt_core.checkpoint import load_model
-from nanogpt_core.config import GPTConfig
-from nanogpt_core.contracts import COMPONENT_NAMES, COMPONENTS
 from nanogpt_core.errors import NanoGPTError
-from nanogpt_core.hookspecs import hookimpl
-from nanogpt_core.kv_cache import KVCache
-from nanogpt_core.model import GPT, build_model
-from nanogpt_core.training import TrainSettings, train
-from nanogpt_core.use_spec import resolve_use
+from nanogpt_core.io.checkpoint import load_model
+from nanogpt_core.model.assembly import GPT, build_model
+from nanogpt_core.model.config import GPTConfig
+from nanogpt_core.model.contracts import COMPONENT_NAMES, COMPONENTS
+from nanogpt_core.model.hookspecs import hookimpl
+from nanogpt_core.model.kv_cache import KVCache
+from nanogpt_core.model.use_spec import resolve_use
+from nanogpt_core.train.loop import TrainSettings, train
 
 __all__ = [
     "COMPONENTS",

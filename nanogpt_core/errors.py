@@ -45,6 +45,6 @@ class ComponentError(NanoGPTError):
     """A component that runs but breaks its contract in a way that would otherwise train silently wrong: a weight
     kept as a plain tensor, no parameters where the contract lists some, an optimizer that leaves parameters out.
 
-    Exit code 4, as for any other bug inside a component (`nanogpt_core.diagnose.EXIT_COMPONENT_BUG`)."""
+    Exit code 4, as for any other bug inside a component (`nanogpt_core.learn.diagnose.EXIT_COMPONENT_BUG`)."""
 
     exit_code = 4

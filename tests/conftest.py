@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from nanogpt_core import GPTConfig
-from nanogpt_core.registry import register_plugin, unregister_plugin
+from nanogpt_core.model.registry import register_plugin, unregister_plugin
 
 # The tests use tiny models, whose small matmuls run fastest on one thread (and do not fight over a busy machine).
 torch.set_num_threads(1)

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from nanogpt_core import GPTConfig
-from nanogpt_core.bpb import evaluate_bpb
-from nanogpt_core.data import TokenLoader
-from nanogpt_core.model import build_model
+from nanogpt_core.data.loader import TokenLoader
+from nanogpt_core.model.assembly import build_model
+from nanogpt_core.train.bpb import evaluate_bpb
 
 
 class FakeModel(torch.nn.Module):

@@ -15,9 +15,12 @@ from safetensors.torch import save_file
 from test_learner_support import REFERENCE_PARTS, make_set, registered
 from tiny_training import VOCAB_SIZE, _one_thread, tiny_corpus, tiny_tokenizer  # noqa: F401
 
-import nanogpt_core.checkpoint as ckpt_mod
+import nanogpt_core.io.checkpoint as ckpt_mod
 from nanogpt_core import GPTConfig, build_model
-from nanogpt_core.checkpoint import (
+from nanogpt_core.data.loader import TokenLoader
+from nanogpt_core.data.tokenizer import Tokenizer
+from nanogpt_core.errors import CheckpointError
+from nanogpt_core.io.checkpoint import (
     MODEL_FILE,
     OPTIM_FILE,
     STATE_FILE,
@@ -30,9 +33,6 @@ from nanogpt_core.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from nanogpt_core.data import TokenLoader
-from nanogpt_core.errors import CheckpointError
-from nanogpt_core.tokenizer import Tokenizer
 
 CONFIG = GPTConfig(sequence_len=32, vocab_size=VOCAB_SIZE, n_layer=2, n_head=2, n_kv_head=1, n_embd=64)
 

@@ -13,10 +13,10 @@ from plugins.wrong_impls import BUGS
 from nanogpt_core.checks import DIAGNOSES, CheckResult, diff_tensors, matches_reference, run_checks
 from nanogpt_core.checks.harness import Bench, default_check_config
 from nanogpt_core.checks.modules import rotary_relative_offset
-from nanogpt_core.contracts import COMPONENT_NAMES
 from nanogpt_core.errors import UseSpecError
-from nanogpt_core.hookspecs import hookimpl
-from nanogpt_core.registry import register_plugin, unregister_plugin
+from nanogpt_core.model.contracts import COMPONENT_NAMES
+from nanogpt_core.model.hookspecs import hookimpl
+from nanogpt_core.model.registry import register_plugin, unregister_plugin
 from nanogpt_impls.reference.mlp import MLP
 
 # bugs the contract cannot see (the code computes a valid rotary / a valid attention, just not the reference's):

@@ -12,7 +12,7 @@ import torch
 from click.testing import CliRunner
 from plugins.wrong_impls import BUGS
 
-import nanogpt_core.model as core_model
+import nanogpt_core.model.assembly as core_model
 from nanogpt_cli.main import cli
 from nanogpt_core.compare import compare, default_compare_config
 from nanogpt_core.compare.curves import (
@@ -23,11 +23,11 @@ from nanogpt_core.compare.curves import (
     synthetic_stream,
     train_curve,
 )
-from nanogpt_core.contracts import COMPONENT_NAMES
 from nanogpt_core.errors import ConfigError, UseSpecError
-from nanogpt_core.model import build_model
-from nanogpt_core.pristine import load_set_from_dir, write_pristine_dir
-from nanogpt_core.registry import register_plugin, unregister_plugin
+from nanogpt_core.learn.workspace import load_set_from_dir, write_pristine_dir
+from nanogpt_core.model.assembly import build_model
+from nanogpt_core.model.contracts import COMPONENT_NAMES
+from nanogpt_core.model.registry import register_plugin, unregister_plugin
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from nanogpt_core import build_model, hookimpl
-from nanogpt_core.contracts import COMPONENT_NAMES
 from nanogpt_core.errors import RegistryError, UseSpecError
-from nanogpt_core.registry import register_plugin, registrations, unregister_plugin
-from nanogpt_core.use_spec import format_use, parse_use, resolve_use
+from nanogpt_core.model.contracts import COMPONENT_NAMES
+from nanogpt_core.model.registry import register_plugin, registrations, unregister_plugin
+from nanogpt_core.model.use_spec import format_use, parse_use, resolve_use
 
 
 class CountingNorm(nn.Module):
@@ -199,7 +199,7 @@ def test_entry_point_plugins_are_discovered(tmp_path):
     (dist / "entry_points.txt").write_text("[nanogpt]\nepdemo = epdemo_plugin\n")
     code = textwrap.dedent("""
         from nanogpt_core import GPTConfig, build_model
-        from nanogpt_core.registry import registrations
+        from nanogpt_core.model.registry import registrations
         reg = registrations()[("epdemo", "mlp")]
         model = build_model(GPTConfig(sequence_len=8, vocab_size=32, n_layer=1, n_head=1, n_kv_head=1, n_embd=16),
                             use="epdemo:mlp")

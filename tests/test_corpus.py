@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from nanogpt_core.corpus import (
+from nanogpt_core.data.corpus import (
     TEXT_DOCUMENT_CHARS,
     default_corpus_documents,
     load_documents,
@@ -18,7 +18,7 @@ from nanogpt_core.corpus import (
 from nanogpt_core.errors import ConfigError, DataError
 
 _HASH_SNIPPET = (
-    "import hashlib; from nanogpt_core.corpus import default_corpus_documents as d; "
+    "import hashlib; from nanogpt_core.data.corpus import default_corpus_documents as d; "
     "print(hashlib.sha256('\\x00'.join(d()).encode()).hexdigest())"
 )
 

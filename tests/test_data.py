@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nanogpt_core.data import TokenLoader, tokenize_documents
+from nanogpt_core.data.loader import TokenLoader, tokenize_documents
+from nanogpt_core.data.tokenizer import Tokenizer
 from nanogpt_core.errors import DataError
-from nanogpt_core.tokenizer import Tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from nanogpt_cli.main import cli
-from nanogpt_core import download
-from nanogpt_core.download import DATASETS, Dataset, data_dir, download_dataset, sha256_of
+from nanogpt_core.data import download
+from nanogpt_core.data.download import DATASETS, Dataset, data_dir, download_dataset, sha256_of
 from nanogpt_core.errors import ConfigError, DataError
 
 SHARED_SHAKESPEARE = Path("/work/shared/data/tinyshakespeare.txt")

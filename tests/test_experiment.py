@@ -14,8 +14,7 @@ from click.testing import CliRunner
 from test_variants_plugin import variants_plugin  # noqa: F401
 from tiny_training import VOCAB_SIZE, tiny_corpus, tiny_settings, tiny_tokenizer  # noqa: F401
 
-from nanogpt_core.errors import ConfigError, UseSpecError
-from nanogpt_core.experiment import (
+from nanogpt_core.compare.experiment import (
     PLOT_FILE,
     RESULTS_JSON,
     RESULTS_MD,
@@ -23,8 +22,9 @@ from nanogpt_core.experiment import (
     parse_variants,
     run_experiment,
 )
-from nanogpt_core.hookspecs import hookimpl
-from nanogpt_core.registry import register_plugin, unregister_plugin
+from nanogpt_core.errors import ConfigError, UseSpecError
+from nanogpt_core.model.hookspecs import hookimpl
+from nanogpt_core.model.registry import register_plugin, unregister_plugin
 
 STEPS = 4
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

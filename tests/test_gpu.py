@@ -15,10 +15,10 @@ from test_distributed import STEPS, _flags, _losses, _settings, _torchrun
 from tiny_training import _one_thread, tiny_corpus, tiny_settings, tiny_tokenizer  # noqa: F401
 
 from nanogpt_core import GPTConfig, build_model
-from nanogpt_core.checkpoint import load_checkpoint
-from nanogpt_core.data import TokenLoader
-from nanogpt_core.hardware import autocast_context, peak_flops, uses_bf16
-from nanogpt_core.training import accumulate_gradients, train
+from nanogpt_core.data.loader import TokenLoader
+from nanogpt_core.device import autocast_context, peak_flops, uses_bf16
+from nanogpt_core.io.checkpoint import load_checkpoint
+from nanogpt_core.train.loop import accumulate_gradients, train
 
 pytestmark = pytest.mark.cuda
 

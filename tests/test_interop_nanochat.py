@@ -24,13 +24,14 @@ from plugins.wrong_impls import WrongImplsPlugin
 
 from nanogpt_cli.main import cli
 from nanogpt_core import GPTConfig, build_model
-from nanogpt_core.checkpoint import load_checkpoint, load_model
+from nanogpt_core.compare.pretrained import compare_in_pretrained
+from nanogpt_core.data.tokenizer import Tokenizer
 from nanogpt_core.errors import CheckpointError
-from nanogpt_core.interop import compare_in_pretrained, export_nanochat, import_nanochat
-from nanogpt_core.registry import register_plugin, unregister_plugin
-from nanogpt_core.safe_unpickle import loads_tiktoken_state
-from nanogpt_core.sampling import complete
-from nanogpt_core.tokenizer import Tokenizer
+from nanogpt_core.io.checkpoint import load_checkpoint, load_model
+from nanogpt_core.io.nanochat import export_nanochat, import_nanochat
+from nanogpt_core.io.safe_unpickle import loads_tiktoken_state
+from nanogpt_core.model.registry import register_plugin, unregister_plugin
+from nanogpt_core.train.sampling import complete
 
 TEXTS = [
     "The quick brown fox jumps over the lazy dog. " * 8,

@@ -23,8 +23,8 @@ from nanogpt_cli.main import cli
 from nanogpt_core.checks import checks_for, default_check_config
 from nanogpt_core.checks.harness import Bench, seeded
 from nanogpt_core.checks.runner import SEED
-from nanogpt_core.contracts import COMPONENT_NAMES
-from nanogpt_core.registry import registrations
+from nanogpt_core.model.contracts import COMPONENT_NAMES
+from nanogpt_core.model.registry import registrations
 
 CASES = [(component, check) for component in COMPONENT_NAMES for check in checks_for(component)]
 

@@ -10,10 +10,10 @@ from test_learner_support import REFERENCE_PARTS, _one_thread, make_set, registe
 
 import nanogpt_impls.reference as ref
 from nanogpt_cli.main import cli
-from nanogpt_core.contracts import BY_NAME
-from nanogpt_core.diagnose import EXIT_COMPONENT_BUG, EXIT_TODO, classify, diagnose
-from nanogpt_core.model import build_model
-from nanogpt_core.status import smoke_config
+from nanogpt_core.learn.diagnose import EXIT_COMPONENT_BUG, EXIT_TODO, classify, diagnose
+from nanogpt_core.learn.status import smoke_config
+from nanogpt_core.model.assembly import build_model
+from nanogpt_core.model.contracts import BY_NAME
 
 TINY_TEXT = "\n\n".join(" ".join(["the cat sat on the mat and the dog ran far away"] * 20) for _ in range(40))
 

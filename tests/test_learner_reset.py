@@ -9,9 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from nanogpt_cli.main import cli
-from nanogpt_core.contracts import COMPONENT_NAMES
 from nanogpt_core.errors import UseSpecError
-from nanogpt_core.pristine import (
+from nanogpt_core.learn.workspace import (
     BACKUP_DIR,
     STUDENT_DIR_ENV,
     is_pristine,
@@ -20,6 +19,7 @@ from nanogpt_core.pristine import (
     student_dir,
     write_pristine_dir,
 )
+from nanogpt_core.model.contracts import COMPONENT_NAMES
 
 
 @pytest.fixture

@@ -11,13 +11,13 @@ import pytest
 import torch
 from test_learner_support import REFERENCE_PARTS, _one_thread, make_set, registered, skel  # noqa: F401
 
-from nanogpt_core.contracts import BY_NAME, COMPONENT_NAMES, PHASES
-from nanogpt_core.diagnose import diagnose
 from nanogpt_core.errors import ComponentImportError
-from nanogpt_core.model import build_model
-from nanogpt_core.pristine import SKELETON_ENTRIES, import_component, load_set_from_dir, pristine_text
-from nanogpt_core.registry import get_implementation
-from nanogpt_core.status import COMPONENT_ORDER, LEARNING_PATH, smoke_config, smoke_run
+from nanogpt_core.learn.diagnose import diagnose
+from nanogpt_core.learn.status import COMPONENT_ORDER, LEARNING_PATH, smoke_config, smoke_run
+from nanogpt_core.learn.workspace import SKELETON_ENTRIES, import_component, load_set_from_dir, pristine_text
+from nanogpt_core.model.assembly import build_model
+from nanogpt_core.model.contracts import BY_NAME, COMPONENT_NAMES, PHASES
+from nanogpt_core.model.registry import get_implementation
 
 REPO = Path(__file__).resolve().parents[1]
 TODO_RE = re.compile(r"TODO: Implement (\w+)\.(\w+) — .+ Reference: (impls/reference/\w+\.py)$", re.S)

@@ -17,10 +17,10 @@ import pytest
 import torch
 
 import nanogpt_impls.reference as ref
-from nanogpt_core.contracts import COMPONENT_NAMES
-from nanogpt_core.hookspecs import hookimpl
-from nanogpt_core.pristine import load_set_from_dir, write_pristine_dir
-from nanogpt_core.registry import register_plugin, unregister_plugin
+from nanogpt_core.learn.workspace import load_set_from_dir, write_pristine_dir
+from nanogpt_core.model.contracts import COMPONENT_NAMES
+from nanogpt_core.model.hookspecs import hookimpl
+from nanogpt_core.model.registry import register_plugin, unregister_plugin
 
 REFERENCE_PARTS = {
     "norm": ref.RMSNorm, "rotary": ref.Rotary, "attention": ref.CausalSelfAttention, "mlp": ref.MLP,
@@ -81,7 +81,7 @@ def _one_thread() -> Iterator[None]:
 
 
 def test_solved_set_is_the_reference_under_another_name(solved):
-    from nanogpt_core.registry import get_implementation
+    from nanogpt_core.model.registry import get_implementation
 
     for component in COMPONENT_NAMES:
         assert get_implementation(solved, component) is get_implementation("reference", component)

@@ -14,10 +14,10 @@ from test_learner_support import REFERENCE_PARTS, _one_thread, make_set, registe
 
 import nanogpt_impls.reference as ref
 from nanogpt_cli.main import cli
-from nanogpt_core.config import GPTConfig
 from nanogpt_core.errors import ConfigError
-from nanogpt_core.model import build_model
-from nanogpt_core.trace import normalize_mode, print_config_banner, tracing
+from nanogpt_core.model.assembly import build_model
+from nanogpt_core.model.config import GPTConfig
+from nanogpt_core.model.trace import normalize_mode, print_config_banner, tracing
 
 CFG = GPTConfig(sequence_len=16, vocab_size=64, n_layer=2, n_head=2, n_kv_head=1, n_embd=32)
 SEED_BANNER = """\

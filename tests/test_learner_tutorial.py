@@ -30,8 +30,8 @@ from test_learner_errors import TINY_TEXT
 from test_learner_support import _one_thread, skel, solved  # noqa: F401
 
 from nanogpt_cli.main import cli
-from nanogpt_core.pristine import STUDENT_DIR_ENV, write_pristine_dir
-from nanogpt_core.status import LEARNING_PATH
+from nanogpt_core.learn.status import LEARNING_PATH
+from nanogpt_core.learn.workspace import STUDENT_DIR_ENV, write_pristine_dir
 
 REPO = Path(__file__).resolve().parents[1]
 TUTORIAL = REPO / "docs" / "tutorial.md"
@@ -136,8 +136,8 @@ def test_the_tutorials_note_on_whole_set_order_is_true(skel, tmp_path):  # noqa:
     from test_learner_errors import train_args
     from test_learner_support import REFERENCE_PARTS, make_set, registered
 
-    from nanogpt_core.registry import get_implementation
-    from nanogpt_core.status import smoke_run
+    from nanogpt_core.learn.status import smoke_run
+    from nanogpt_core.model.registry import get_implementation
 
     parts = dict(REFERENCE_PARTS, **{c: get_implementation(skel, c) for c in ("norm", "optimizer", "generate")})
     with registered(make_set("late", parts), "test-late"):

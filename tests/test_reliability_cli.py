@@ -16,9 +16,9 @@ from click.testing import CliRunner
 from test_learner_support import _one_thread  # noqa: F401
 
 from nanogpt_cli.main import cli
-from nanogpt_core.checkpoint import MODEL_FILE, STATE_FILE, latest_checkpoint, load_checkpoint
 from nanogpt_core.errors import ConfigError
-from nanogpt_core.training import grad_accum_steps
+from nanogpt_core.io.checkpoint import MODEL_FILE, STATE_FILE, latest_checkpoint, load_checkpoint
+from nanogpt_core.train.loop import grad_accum_steps
 
 TEXT = "\n\n".join(" ".join(["the cat sat on the mat and the dog ran far away"] * 20) for _ in range(40))
 MODEL = ["--depth=1", "--n-head=2", "--n-kv-head=1", "--max-seq-len=32", "--device-batch-size=2",
@@ -28,7 +28,7 @@ MODEL = ["--depth=1", "--n-head=2", "--n-kv-head=1", "--max-seq-len=32", "--devi
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> dict[str, Path]:
     """A small corpus, a tokenizer for it, a good 2-step run, and one file of each kind of bad training text."""
-    from nanogpt_core.tokenizer import Tokenizer
+    from nanogpt_core.data.tokenizer import Tokenizer
 
     root = tmp_path_factory.mktemp("reliability_cli")
     corpus = root / "text.txt"

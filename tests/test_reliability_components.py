@@ -18,7 +18,7 @@ from test_learner_support import REFERENCE_PARTS, _one_thread, make_set, registe
 
 import nanogpt_impls.reference as ref
 from nanogpt_cli.main import cli
-from nanogpt_core.checkpoint import load_checkpoint
+from nanogpt_core.io.checkpoint import load_checkpoint
 from nanogpt_impls.reference.optimizer import setup_optimizers as reference_setup
 
 TEXT = "\n\n".join(" ".join(["the cat sat on the mat and the dog ran far away"] * 20) for _ in range(40))
@@ -206,7 +206,7 @@ def test_the_library_refuses_the_same_mistakes(bad_sets, tiny_config):
     """build_model and check_optimizer_coverage directly: the CLI only reports what these raise."""
     from nanogpt_core import build_model
     from nanogpt_core.errors import ComponentError
-    from nanogpt_core.model import check_optimizer_coverage
+    from nanogpt_core.model.assembly import check_optimizer_coverage
 
     for impl_set in ("bad-noparams", "bad-plain", "bad-buffer"):
         with pytest.raises(ComponentError, match=BAD[impl_set][0]):

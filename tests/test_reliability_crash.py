@@ -17,10 +17,10 @@ import torch
 from click.testing import CliRunner
 from test_learner_support import _one_thread  # noqa: F401
 
-import nanogpt_core.checkpoint as ckpt_mod
+import nanogpt_core.io.checkpoint as ckpt_mod
 from nanogpt_cli.main import cli
-from nanogpt_core.checkpoint import MODEL_FILE, OPTIM_FILE, TMP_PREFIX, latest_checkpoint, load_checkpoint
-from nanogpt_core.run_log import read_metrics
+from nanogpt_core.io.checkpoint import MODEL_FILE, OPTIM_FILE, TMP_PREFIX, latest_checkpoint, load_checkpoint
+from nanogpt_core.train.run_log import read_metrics
 
 TEXT = "\n\n".join(" ".join(["the cat sat on the mat and the dog ran far away"] * 20) for _ in range(40))
 MARKER = "KILL-ME-NOW"
@@ -28,7 +28,7 @@ MARKER = "KILL-ME-NOW"
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> tuple[Path, Path]:
-    from nanogpt_core.tokenizer import Tokenizer
+    from nanogpt_core.data.tokenizer import Tokenizer
 
     root = tmp_path_factory.mktemp("crash")
     (root / "text.txt").write_text(TEXT, encoding="utf-8")
@@ -53,7 +53,7 @@ def test_sigkill_in_the_middle_of_a_save_leaves_the_previous_checkpoint(data, tm
     run = tmp_path / "run"
     script = textwrap.dedent(f"""
         import sys, time
-        import nanogpt_core.checkpoint as ckpt_mod
+        import nanogpt_core.io.checkpoint as ckpt_mod
         from nanogpt_cli.main import cli
 
         real, saves = ckpt_mod._save_safetensors, []

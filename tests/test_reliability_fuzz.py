@@ -7,10 +7,10 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nanogpt_core.contracts import COMPONENT_NAMES
 from nanogpt_core.errors import UseSpecError
-from nanogpt_core.registry import implementation_sets, registrations
-from nanogpt_core.use_spec import format_use, resolve_use
+from nanogpt_core.model.contracts import COMPONENT_NAMES
+from nanogpt_core.model.registry import implementation_sets, registrations
+from nanogpt_core.model.use_spec import format_use, resolve_use
 
 # pieces a real spec is made of, and near misses, so that random concatenations hit every branch of the parser
 PIECES = ["student", "reference", "attention", "mlp", "norm", "generate", ":", ",", " ", "::", ",,", "\t", "\n",

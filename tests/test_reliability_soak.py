@@ -11,9 +11,9 @@ import pytest
 import torch
 from test_learner_support import _one_thread  # noqa: F401
 
-from nanogpt_core.checkpoint import TMP_PREFIX, latest_checkpoint, load_checkpoint
-from nanogpt_core.run_log import read_metrics
-from nanogpt_core.training import TrainingInterrupted, TrainSettings, resume_settings, train
+from nanogpt_core.io.checkpoint import TMP_PREFIX, latest_checkpoint, load_checkpoint
+from nanogpt_core.train.loop import TrainingInterrupted, TrainSettings, resume_settings, train
+from nanogpt_core.train.run_log import read_metrics
 
 TEXT = "\n\n".join(" ".join(["the cat sat on the mat and the dog ran far away"] * 20) for _ in range(40))
 ROUNDS = 20
@@ -42,7 +42,7 @@ def stop_after(steps: int, start: int, losses: list[float]):
 
 @pytest.mark.slow
 def test_twenty_stops_and_resumes_lose_nothing(tmp_path):
-    from nanogpt_core.tokenizer import Tokenizer
+    from nanogpt_core.data.tokenizer import Tokenizer
 
     corpus = tmp_path / "text.txt"
     corpus.write_text(TEXT, encoding="utf-8")

@@ -12,9 +12,9 @@ from test_learner_support import REFERENCE_PARTS, make_set, registered
 from tiny_training import _one_thread, tiny_corpus, tiny_settings, tiny_tokenizer  # noqa: F401
 
 from nanogpt_cli.main import cli
-from nanogpt_core.checkpoint import load_model
-from nanogpt_core.sampling import prompt_tokens, stream_text
-from nanogpt_core.training import train
+from nanogpt_core.io.checkpoint import load_model
+from nanogpt_core.train.loop import train
+from nanogpt_core.train.sampling import prompt_tokens, stream_text
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,7 @@ def test_stream_yields_pieces_that_add_up(run_dir):
 
 
 def test_stream_holds_back_half_a_character(tiny_tokenizer):  # noqa: F811
-    from nanogpt_core.tokenizer import Tokenizer
+    from nanogpt_core.data.tokenizer import Tokenizer
 
     tokenizer = Tokenizer.load(tiny_tokenizer)
     e_acute = "é".encode()  # two bytes, each a token of its own in a byte-level BPE

@@ -9,8 +9,7 @@ import tiktoken
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nanogpt_core.errors import CheckpointError, ConfigError
-from nanogpt_core.tokenizer import (
+from nanogpt_core.data.tokenizer import (
     BOS,
     CONFIG_FILE,
     MIN_VOCAB_SIZE,
@@ -20,6 +19,7 @@ from nanogpt_core.tokenizer import (
     TOKEN_BYTES_FILE,
     Tokenizer,
 )
+from nanogpt_core.errors import CheckpointError, ConfigError
 
 TRAIN_TEXT = [
     "The quick brown fox jumps over the lazy dog. " * 20,

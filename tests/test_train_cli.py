@@ -11,8 +11,8 @@ from click.testing import CliRunner
 from tiny_training import _one_thread, tiny_corpus, tiny_tokenizer  # noqa: F401
 
 from nanogpt_cli.main import cli
-from nanogpt_core.checkpoint import load_checkpoint
-from nanogpt_core.run_log import RunLog, read_metrics
+from nanogpt_core.io.checkpoint import load_checkpoint
+from nanogpt_core.train.run_log import RunLog, read_metrics
 
 SEED_COMMAND = ["--depth=4", "--max_seq_len=512", "--device_batch_size=1", "--eval_tokens=512",
                 "--core_metric_every=-1", "--total_batch_size=512", "--num_iterations=1"]

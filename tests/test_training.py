@@ -13,12 +13,10 @@ import torch
 from tiny_training import _one_thread, tiny_corpus, tiny_settings, tiny_tokenizer  # noqa: F401
 
 from nanogpt_core import GPTConfig, build_model
-from nanogpt_core.checkpoint import latest_checkpoint, load_checkpoint
-from nanogpt_core.data import TokenLoader
+from nanogpt_core.data.loader import TokenLoader
 from nanogpt_core.errors import CheckpointError, ConfigError, TrainingError
-from nanogpt_core.run_log import format_step_line, read_metrics
-from nanogpt_core.schedule import lr_multiplier, muon_momentum
-from nanogpt_core.training import (
+from nanogpt_core.io.checkpoint import latest_checkpoint, load_checkpoint
+from nanogpt_core.train.loop import (
     TrainingInterrupted,
     accumulate_gradients,
     apply_schedule,
@@ -27,6 +25,8 @@ from nanogpt_core.training import (
     resume_settings,
     train,
 )
+from nanogpt_core.train.run_log import format_step_line, read_metrics
+from nanogpt_core.train.schedule import lr_multiplier, muon_momentum
 
 # --- schedule, by hand -----------------------------------------------------------------------------------------
 
@@ -196,7 +196,7 @@ def test_sigint_saves_a_checkpoint_at_the_step_boundary(tiny_corpus, tiny_tokeni
 
 def test_nan_loss_stops_with_a_diagnosis_and_keeps_the_last_checkpoint(tiny_corpus, tiny_tokenizer, tmp_path,  # noqa: F811
                                                                        monkeypatch):
-    from nanogpt_core.model import GPT
+    from nanogpt_core.model.assembly import GPT
 
     forward, calls = GPT.forward, {"n": 0}
 
@@ -240,7 +240,7 @@ def test_a_fresh_run_refuses_a_folder_that_holds_a_run(tiny_corpus, tiny_tokeniz
 
 
 def test_tokenizer_is_trained_into_the_run_then_reused(tiny_corpus, tiny_tokenizer, tmp_path):  # noqa: F811
-    from nanogpt_core.tokenizer import Tokenizer
+    from nanogpt_core.data.tokenizer import Tokenizer
 
     quiet = open(os.devnull, "w")
     run = tmp_path / "run"
@@ -263,7 +263,7 @@ def test_tokenizer_is_trained_into_the_run_then_reused(tiny_corpus, tiny_tokeniz
 
 def test_the_cpu_demo_defaults_are_consistent():
     """`nanogpt train` with no flags must at least start: batch arithmetic and model shape from the defaults."""
-    from nanogpt_core.training import TrainSettings, model_config
+    from nanogpt_core.train.loop import TrainSettings, model_config
 
     s = TrainSettings()
     assert grad_accum_steps(s.total_batch_size, s.device_batch_size, s.max_seq_len) == 4

@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 from tiny_training import tiny_corpus, tiny_settings, tiny_tokenizer  # noqa: F401
 
-from nanogpt_core.checkpoint import CheckpointError, latest_checkpoint, load_model
-from nanogpt_core.design import DESIGN_MODE, PINNED_CHECKS, design_checks, design_report
-from nanogpt_core.hookspecs import hookimpl
-from nanogpt_core.registry import load_plugins, pm, register_plugin, registrations, unregister_plugin
+from nanogpt_core.compare.design import DESIGN_MODE, PINNED_CHECKS, design_checks, design_report
+from nanogpt_core.io.checkpoint import CheckpointError, latest_checkpoint, load_model
+from nanogpt_core.model.hookspecs import hookimpl
+from nanogpt_core.model.registry import load_plugins, pm, register_plugin, registrations, unregister_plugin
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1] / "examples" / "nanogpt-variants"
 VARIANT_SETS = {"swiglu": "mlp", "gelu": "mlp", "layernorm": "norm", "window": "attention"}
@@ -173,7 +173,7 @@ def test_design_report_fails_a_design_that_breaks_the_contract(variants_plugin):
 def test_layernorm_variant_trains_checkpoints_and_loads(variants_plugin, tiny_corpus, tiny_tokenizer, tmp_path):  # noqa: F811
     from safetensors.torch import load_file
 
-    from nanogpt_core.training import train
+    from nanogpt_core.train.loop import train
 
     result = train(tiny_settings(tiny_corpus, tiny_tokenizer, tmp_path / "run", use="layernorm", num_iterations=6),
                    stream=open(tmp_path / "log.txt", "w"), progress_bar=False)  # noqa: SIM115

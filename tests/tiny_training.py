@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nanogpt_core.training import TrainSettings
+from nanogpt_core.train.loop import TrainSettings
 
 CORPUS_CHARS = 160_000  # ~40 documents of >= 4 KB: 2 validation documents, the rest training text
 VOCAB_SIZE = 384
@@ -21,7 +21,7 @@ VOCAB_SIZE = 384
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory) -> Path:
     """The first ~160 KB of the built-in corpus as one text file (the loader cuts it into documents)."""
-    from nanogpt_core.corpus import default_corpus_documents
+    from nanogpt_core.data.corpus import default_corpus_documents
 
     text, size = [], 0
     for doc in default_corpus_documents():
@@ -37,7 +37,7 @@ def tiny_corpus(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_tokenizer(tiny_corpus, tmp_path_factory) -> Path:
     """A 384-token BPE trained once on the tiny corpus; its folder, for --tokenizer."""
-    from nanogpt_core.tokenizer import Tokenizer
+    from nanogpt_core.data.tokenizer import Tokenizer
 
     folder = tmp_path_factory.mktemp("tokenizer")
     Tokenizer.train([tiny_corpus.read_text(encoding="utf-8")], VOCAB_SIZE).save(folder)

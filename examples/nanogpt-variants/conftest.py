@@ -8,7 +8,7 @@ import pytest
 
 @pytest.fixture(scope="session", autouse=True)
 def variants_registered() -> Iterator[None]:
-    from nanogpt_core.registry import load_plugins, pm, register_plugin, unregister_plugin
+    from nanogpt_core.model.registry import load_plugins, pm, register_plugin, unregister_plugin
 
     import nanogpt_variants
 

@@ -1,6 +1,6 @@
 """The reference implementation set: nanochat's `gpt.py`, one component per file."""
 
-from nanogpt_core.hookspecs import hookimpl
+from nanogpt_core.model.hookspecs import hookimpl
 from nanogpt_impls.reference.attention import CausalSelfAttention
 from nanogpt_impls.reference.block import Block
 from nanogpt_impls.reference.generate import generate

@@ -8,8 +8,8 @@ Each file is imported on its own: if one of them does not import (a syntax error
 component fails, with a one-line message naming the file, and every other command keeps working.
 """
 
-from nanogpt_core.hookspecs import hookimpl
-from nanogpt_core.pristine import SKELETON_ENTRIES, import_component
+from nanogpt_core.learn.workspace import SKELETON_ENTRIES, import_component
+from nanogpt_core.model.hookspecs import hookimpl
 
 
 @hookimpl

@@ -11,9 +11,9 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from nanogpt_core.config import GPTConfig
-from nanogpt_core.model import GPT, ROTARY_BASE, build_model
-from nanogpt_core.registry import get_implementation
+from nanogpt_core.model.assembly import GPT, ROTARY_BASE, build_model
+from nanogpt_core.model.config import GPTConfig
+from nanogpt_core.model.registry import get_implementation
 
 REFERENCE = "reference"
 

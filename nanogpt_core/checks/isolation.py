@@ -14,10 +14,10 @@ from nanogpt_core.checks.harness import REFERENCE, Bench, default_check_config, 
 from nanogpt_core.checks.modules import MODULE_CHECKS
 from nanogpt_core.checks.result import CheckResult, TensorDiff, diff_tensors
 from nanogpt_core.checks.whole_model import MODEL_CHECKS
-from nanogpt_core.config import GPTConfig
-from nanogpt_core.kv_cache import KVCache
-from nanogpt_core.model import build_model
-from nanogpt_core.registry import registrations
+from nanogpt_core.model.assembly import build_model
+from nanogpt_core.model.config import GPTConfig
+from nanogpt_core.model.kv_cache import KVCache
+from nanogpt_core.model.registry import registrations
 
 # max |candidate - reference| / max |reference| allowed, per component and dtype. fp32 leaves room for a different
 # but exact formulation (einsum vs fused attention); bf16 for a few roundings of 2^-8.

@@ -15,7 +15,7 @@ import torch.nn as nn
 
 from nanogpt_core.checks.harness import Bench, key_diff
 from nanogpt_core.checks.result import CheckResult, diff_tensors
-from nanogpt_core.kv_cache import KVCache
+from nanogpt_core.model.kv_cache import KVCache
 
 Check = Callable[[Bench], CheckResult]
 

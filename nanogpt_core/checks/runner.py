@@ -11,10 +11,10 @@ from nanogpt_core.checks.harness import Bench, default_check_config, one_thread,
 from nanogpt_core.checks.modules import MODULE_CHECKS, Check
 from nanogpt_core.checks.result import CheckResult
 from nanogpt_core.checks.whole_model import IN_MODEL_CHECKS, MODEL_CHECKS
-from nanogpt_core.config import GPTConfig
-from nanogpt_core.contracts import COMPONENT_NAMES
 from nanogpt_core.errors import UseSpecError
-from nanogpt_core.registry import implementation_sets, registrations
+from nanogpt_core.model.config import GPTConfig
+from nanogpt_core.model.contracts import COMPONENT_NAMES
+from nanogpt_core.model.registry import implementation_sets, registrations
 
 SEED = 0
 

@@ -12,8 +12,8 @@ import torch
 from nanogpt_core.checks.harness import Bench
 from nanogpt_core.checks.modules import Check, causality, kv_cache_consistency, result
 from nanogpt_core.checks.result import CheckResult
-from nanogpt_core.model import LOGIT_SOFTCAP
-from nanogpt_core.model import optimizer_coverage as parameters_outside_one_group
+from nanogpt_core.model.assembly import LOGIT_SOFTCAP
+from nanogpt_core.model.assembly import optimizer_coverage as parameters_outside_one_group
 
 ZERO_INIT = ("c_proj", "lm_head")
 

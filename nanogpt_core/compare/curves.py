@@ -11,12 +11,12 @@ import torch
 
 from nanogpt_core.checks.harness import seeded
 from nanogpt_core.compare.report import Curve
-from nanogpt_core.config import GPTConfig
-from nanogpt_core.data import TokenLoader
-from nanogpt_core.hardware import autocast_context, synchronize
-from nanogpt_core.model import build_model
-from nanogpt_core.training import TrainSettings, apply_schedule
-from nanogpt_core.use_spec import format_use
+from nanogpt_core.data.loader import TokenLoader
+from nanogpt_core.device import autocast_context, synchronize
+from nanogpt_core.model.assembly import build_model
+from nanogpt_core.model.config import GPTConfig
+from nanogpt_core.model.use_spec import format_use
+from nanogpt_core.train.loop import TrainSettings, apply_schedule
 
 BYTE_VOCAB = 256  # the corpus is fed as UTF-8 bytes: no tokenizer to train, and every text fits
 DATA_CHOICES = ("corpus", "synthetic")
@@ -46,7 +46,7 @@ def synthetic_stream(n_tokens: int, vocab_size: int, seed: int) -> torch.Tensor:
 
 def corpus_stream(vocab_size: int) -> torch.Tensor:
     """The built-in corpus as a UTF-8 byte stream, documents separated by a 0 byte (bytes >= vocab wrap around)."""
-    from nanogpt_core.corpus import default_corpus_documents
+    from nanogpt_core.data.corpus import default_corpus_documents
 
     data = b"\0".join(doc.encode("utf-8") for doc in default_corpus_documents())
     return torch.frombuffer(bytearray(data), dtype=torch.uint8).to(torch.int64) % vocab_size

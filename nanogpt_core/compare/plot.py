@@ -29,6 +29,6 @@ def plot_comparison(training: TrainingComparison, out_path: str | Path) -> Path:
     ax_diff.set(xlabel="step", ylabel="candidate - reference")
     for a in (ax, ax_diff):
         a.grid(alpha=0.3)
-    from nanogpt_core.plots import save_figure
+    from nanogpt_core.train.plots import save_figure
 
     return save_figure(fig, out_path)

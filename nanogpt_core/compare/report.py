@@ -13,7 +13,7 @@ from typing import Any
 
 from nanogpt_core.checks.result import DIAGNOSES, CheckResult, jsonable
 
-MODES = ("equal", "design")  # "design": nanogpt_core.design.design_report
+MODES = ("equal", "design")  # "design": nanogpt_core.compare.design.design_report
 EXIT_PASS, EXIT_FAIL, EXIT_NOT_IMPLEMENTED = 0, 1, 3
 
 

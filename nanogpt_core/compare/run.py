@@ -19,12 +19,12 @@ from nanogpt_core.checks.runner import run_component_checks
 from nanogpt_core.checks.whole_model import IN_MODEL_CHECKS, softcap_probe
 from nanogpt_core.compare.curves import DATA_CHOICES, default_compare_config, make_batches, train_curve
 from nanogpt_core.compare.report import MODES, ComponentVerdict, Report, TrainingComparison
-from nanogpt_core.config import GPTConfig
-from nanogpt_core.contracts import COMPONENT_NAMES
+from nanogpt_core.device import resolve_device
 from nanogpt_core.errors import ConfigError
-from nanogpt_core.hardware import resolve_device
-from nanogpt_core.model import build_model
-from nanogpt_core.use_spec import DEFAULT_SET, UseSpec, format_use, resolve_use
+from nanogpt_core.model.assembly import build_model
+from nanogpt_core.model.config import GPTConfig
+from nanogpt_core.model.contracts import COMPONENT_NAMES
+from nanogpt_core.model.use_spec import DEFAULT_SET, UseSpec, format_use, resolve_use
 
 # Allowed max |candidate loss - reference loss| over the run, in nats. From the same weights, an exact
 # re-implementation drifts by float rounding only (measured: < 1e-3 after 50 steps); from its own init (when init
@@ -112,7 +112,7 @@ def compare(use: UseSpec = None, steps: int = 50, device: str | torch.device | N
     # tiny models: one CPU thread is fastest, see one_thread (a GPU run is unaffected)
     with one_thread():
         if mode == "design":  # a different design, not a re-implementation: no equality verdict
-            from nanogpt_core.design import design_report
+            from nanogpt_core.compare.design import design_report
 
             return design_report(use, steps, device, config, seed, batch_size=batch_size, data=data,
                                  check_config=check_config, progress=progress)

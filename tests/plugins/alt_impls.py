@@ -8,7 +8,7 @@ import math
 import torch
 import torch.nn as nn
 
-from nanogpt_core.hookspecs import hookimpl
+from nanogpt_core.model.hookspecs import hookimpl
 
 PLUGIN_NAME = "nanogpt-test-alt-impls"
 ALT_SET = "alt"

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nanogpt_core.hookspecs import hookimpl
+from nanogpt_core.model.hookspecs import hookimpl
 from nanogpt_impls.reference.attention import CausalSelfAttention
 from nanogpt_impls.reference.block import Block
 from nanogpt_impls.reference.generate import generate as reference_generate

@@ -12,9 +12,9 @@ import pytest
 import torch
 from nanogpt_core import GPTConfig, build_model
 from nanogpt_core.checks import run_checks
-from nanogpt_core.kv_cache import KVCache
-from nanogpt_core.model import ROTARY_BASE
-from nanogpt_core.registry import get_implementation, registrations
+from nanogpt_core.model.assembly import ROTARY_BASE
+from nanogpt_core.model.kv_cache import KVCache
+from nanogpt_core.model.registry import get_implementation, registrations
 
 from nanogpt_variants import GeluMLP, LayerNorm, SlidingWindowAttention, SwiGLU
 from nanogpt_variants.swiglu import swiglu_hidden

@@ -4,7 +4,7 @@
     result.summaries[1].val_bpb_mean       # final validation bits per byte, mean over seeds
     result.write("runs/exp")               # results.json, results.md, loss_curves.png
 
-Each (variant, seed) is one ordinary training run (`nanogpt_core.training.train`) in OUT/runs/<variant>/seed<k>,
+Each (variant, seed) is one ordinary training run (`nanogpt_core.train.loop.train`) in OUT/runs/<variant>/seed<k>,
 so every run has its own metrics, samples and checkpoint. What is shared is what makes the comparison fair: every
 run reads the same documents through the same tokenizer (trained once, by the first run) in the same order, takes
 the same number of steps with the same batch size and schedule, and the k-th seed is the same number for every
@@ -29,11 +29,11 @@ from typing import Any
 
 import torch
 
+from nanogpt_core.device import resolve_device
 from nanogpt_core.errors import ConfigError, TrainingError
-from nanogpt_core.hardware import resolve_device
-from nanogpt_core.run_log import read_metrics
-from nanogpt_core.training import CONFIG_FILE, TOKENIZER_DIR, TrainResult, TrainSettings, train
-from nanogpt_core.use_spec import format_use, resolve_use
+from nanogpt_core.model.use_spec import format_use, resolve_use
+from nanogpt_core.train.loop import CONFIG_FILE, TOKENIZER_DIR, TrainResult, TrainSettings, train
+from nanogpt_core.train.run_log import read_metrics
 
 RUNS_DIR = "runs"
 RESULTS_JSON = "results.json"
@@ -244,7 +244,7 @@ def run_experiment(
 
     `variants`: {name: use spec}, the first is the baseline. `seeds`: a count (seeds 0..n-1) or the seeds
     themselves. `check`: first run the contract checks that apply to a different design on every variant
-    (`nanogpt_core.design.design_checks`) and refuse to train one that breaks them (a non-causal attention would
+    (`nanogpt_core.compare.design.design_checks`) and refuse to train one that breaks them (a non-causal attention would
     "win" by reading the future). Other keyword arguments are `TrainSettings` fields shared by every run (depth,
     device, data, tokenizer, device_batch_size, total_batch_size, max_seq_len, eval_tokens, ...); `num_iterations`
     is `steps`.
@@ -259,7 +259,7 @@ def run_experiment(
             raise ConfigError(f"run_experiment sets {reserved!r} itself for every run; do not pass it.")
     unknown = sorted(set(settings) - set(TrainSettings().to_dict()))
     if unknown:
-        raise ConfigError(f"unknown training setting(s) {', '.join(unknown)}; see nanogpt_core.training."
+        raise ConfigError(f"unknown training setting(s) {', '.join(unknown)}; see nanogpt_core.train.loop."
                           f"TrainSettings.")
     base = TrainSettings(num_iterations=steps, **{"eval_every": -1, "save_every": -1, **settings})
     out_dir = Path(out) if out is not None else default_out_dir()
@@ -292,7 +292,7 @@ def run_experiment(
 
 def check_variants(variants: Mapping[str, str], say: Progress) -> dict[str, int]:
     """The design checks of every variant: {name: checks passed}; ConfigError naming every failure otherwise."""
-    from nanogpt_core.design import design_checks
+    from nanogpt_core.compare.design import design_checks
 
     passed, problems = {}, []
     for name, spec in variants.items():
@@ -430,6 +430,6 @@ def plot_loss_curves(result: ExperimentResult, out_path: str | Path) -> Path:
            ylabel="cross-entropy (nats/token)")
     ax.grid(alpha=0.3)
     ax.legend()
-    from nanogpt_core.plots import save_figure
+    from nanogpt_core.train.plots import save_figure
 
     return save_figure(fig, out_path)

@@ -13,9 +13,9 @@ from typing import Any
 
 import pluggy
 
-from nanogpt_core import hookspecs
-from nanogpt_core.contracts import BY_NAME, COMPONENT_NAMES
 from nanogpt_core.errors import RegistryError
+from nanogpt_core.model import hookspecs
+from nanogpt_core.model.contracts import BY_NAME, COMPONENT_NAMES
 
 ENTRY_POINT_GROUP = "nanogpt"
 BUILTIN_PLUGINS = ("nanogpt_impls.reference", "nanogpt_impls.student")

@@ -33,9 +33,9 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from nanogpt_core.config import GPTConfig
 from nanogpt_core.errors import CheckpointError, NanoGPTError
-from nanogpt_core.use_spec import format_use, resolve_use
+from nanogpt_core.model.config import GPTConfig
+from nanogpt_core.model.use_spec import format_use, resolve_use
 
 FORMAT_VERSION = 1
 CHECKPOINTS_DIR = "checkpoints"
@@ -492,8 +492,8 @@ def load_model(path: str | Path, use: Any = None, device: str | torch.device | N
     choice is logged, so it is never silent. `meta` holds step, config, use (recorded and loaded), the tokenizer
     fingerprint and the folder.
     """
-    from nanogpt_core.hardware import resolve_device
-    from nanogpt_core.model import build_model
+    from nanogpt_core.device import resolve_device
+    from nanogpt_core.model.assembly import build_model
 
     dev = resolve_device(device)
     ckpt = load_checkpoint(path, device="cpu", load_optimizer=False)
@@ -514,7 +514,7 @@ def load_model(path: str | Path, use: Any = None, device: str | torch.device | N
 
 def load_tokenizer(ckpt: Checkpoint):
     """The checkpoint's tokenizer, refused if it is not the one the weights were trained with."""
-    from nanogpt_core.tokenizer import Tokenizer
+    from nanogpt_core.data.tokenizer import Tokenizer
 
     if not ckpt.tokenizer_dir.is_dir():
         raise CheckpointError(f"{ckpt.path} has no {TOKENIZER_DIR}/ folder; the checkpoint is incomplete.")

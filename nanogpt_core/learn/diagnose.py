@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from nanogpt_core.contracts import BY_NAME, COMPONENT_NAMES
+from nanogpt_core.model.contracts import BY_NAME, COMPONENT_NAMES
 
 TODO_PREFIX = "TODO: Implement"
 EXIT_TODO = 3  # a component is not implemented yet: the expected state while learning
@@ -121,7 +121,7 @@ class _Owners:
 
 
 def _owners() -> _Owners:
-    from nanogpt_core.registry import registrations  # late: the registry imports the implementations
+    from nanogpt_core.model.registry import registrations  # late: the registry imports the implementations
 
     by_code: dict[types.CodeType, list[tuple[str, str]]] = {}
     by_file: dict[str, set[str]] = {}

@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
-from nanogpt_core.sampling import SAMPLE_MAX_TOKENS, SAMPLE_PROMPTS, check_sampling_args, prompt_tokens
-from nanogpt_core.use_spec import UseSpec, format_use
+from nanogpt_core.model.use_spec import UseSpec, format_use
+from nanogpt_core.train.sampling import SAMPLE_MAX_TOKENS, SAMPLE_PROMPTS, check_sampling_args, prompt_tokens
 
 # Softcapped logits live in (-15, 15). fp32 reimplementations that differ only in the order of operations agree to
 # ~1e-5 per layer; 1e-3 leaves room for a deep model while a wrong head mapping or scale is off by > 1e-1.
@@ -86,7 +86,7 @@ def compare_in_pretrained(
     tolerance: float = DEFAULT_TOLERANCE,
 ) -> PretrainedComparison:
     """Load `ckpt` twice, all-reference and with `use`, and compare them on `prompts` (see the module docstring)."""
-    from nanogpt_core.checkpoint import load_model
+    from nanogpt_core.io.checkpoint import load_model
 
     reference, tokenizer, meta = load_model(ckpt, use="reference", device=device)
     candidate, _, cand_meta = load_model(ckpt, use=use, device=device)

@@ -16,7 +16,7 @@ state dict is exactly `nanochat_shapes(config)`. Later nanochat versions added t
 computes something else, silently. So any other key set or shape is refused, naming the keys.
 
 Why it is safe: tensors are read with `torch.load(weights_only=True)` (tensors and plain containers only, no code),
-and the tokenizer pickle with `nanogpt_core.safe_unpickle`, which admits nothing but tiktoken's Encoding state.
+and the tokenizer pickle with `nanogpt_core.io.safe_unpickle`, which admits nothing but tiktoken's Encoding state.
 """
 
 from __future__ import annotations
@@ -33,11 +33,11 @@ from typing import Any
 import tiktoken
 import torch
 
-from nanogpt_core.checkpoint import CHECKPOINTS_DIR, load_checkpoint, load_tokenizer, save_checkpoint
-from nanogpt_core.config import GPTConfig
+from nanogpt_core.data.tokenizer import Tokenizer
 from nanogpt_core.errors import CheckpointError, NanoGPTError
-from nanogpt_core.safe_unpickle import read_tiktoken_pickle
-from nanogpt_core.tokenizer import Tokenizer
+from nanogpt_core.io.checkpoint import CHECKPOINTS_DIR, load_checkpoint, load_tokenizer, save_checkpoint
+from nanogpt_core.io.safe_unpickle import read_tiktoken_pickle
+from nanogpt_core.model.config import GPTConfig
 
 log = logging.getLogger("nanogpt")
 
@@ -288,7 +288,7 @@ def import_nanochat(
     Returns the checkpoint folder (OUT_DIR/checkpoints/step_N). `nanogpt sample OUT_DIR` and `load_model(OUT_DIR)`
     then work as on a model trained here; there is no optimizer state, so it cannot resume training.
     """
-    from nanogpt_core.model import build_model
+    from nanogpt_core.model.assembly import build_model
 
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):

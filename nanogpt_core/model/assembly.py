@@ -23,12 +23,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nanogpt_core.config import GPTConfig
-from nanogpt_core.contracts import BY_NAME, COMPONENT_NAMES
 from nanogpt_core.errors import ComponentError, ConfigError
-from nanogpt_core.kv_cache import KVCache
-from nanogpt_core.registry import get_implementation
-from nanogpt_core.use_spec import UseSpec, format_use, resolve_use
+from nanogpt_core.model.config import GPTConfig
+from nanogpt_core.model.contracts import BY_NAME, COMPONENT_NAMES
+from nanogpt_core.model.kv_cache import KVCache
+from nanogpt_core.model.registry import get_implementation
+from nanogpt_core.model.use_spec import UseSpec, format_use, resolve_use
 
 LOGIT_SOFTCAP = 15.0  # logits = 15 * tanh(z / 15): bounded, so no single logit can run away early in training
 ROTARY_TABLE_FACTOR = 10  # the cos/sin table covers 10x the training context, as nanochat's does
@@ -153,8 +153,8 @@ def build_model(
     call `model.init_weights()` (or load a checkpoint) next.
 
     `trace` ("flow" or "stats", as `--debug`) prints the seed's config banner and one line per component constructed
-    (see `nanogpt_core.trace`)."""
-    from nanogpt_core.trace import print_config_banner, trace_construction  # the trace is optional machinery
+    (see `nanogpt_core.model.trace`)."""
+    from nanogpt_core.model.trace import print_config_banner, trace_construction  # the trace is optional machinery
 
     chosen = resolve_use(use)
     parts = {component: get_implementation(chosen[component], component) for component in COMPONENT_NAMES}

@@ -6,7 +6,7 @@ the contract checks, the student skeletons' messages and the `--debug` trace all
 written down once.
 
 Adding a component is a few lines: append a `Component(...)` to `COMPONENTS` and call it from the assembly
-(`nanogpt_core.model`).
+(`nanogpt_core.model.assembly`).
 
 Shapes use B = batch, T = tokens in this call, C = n_embd, H = n_head, Hkv = n_kv_head, D = head_dim = C // H.
 """

@@ -14,7 +14,7 @@ checkpoints/. Resuming restores weights, optimizer state, the loader's position 
 reproduces the losses of an uninterrupted one exactly.
 
 Under `torchrun --nproc_per_node=N -m nanogpt_cli train` each process runs this loop as one rank of a data-parallel
-job (nanogpt_core.distributed, docs/distributed.md): DDP averages the gradients, the loss and bpb are combined over
+job (nanogpt_core.train.distributed, docs/distributed.md): DDP averages the gradients, the loss and bpb are combined over
 ranks, and rank 0 alone logs, samples and saves.
 """
 
@@ -37,7 +37,9 @@ from typing import Any
 
 import torch
 
-from nanogpt_core.checkpoint import (
+from nanogpt_core.device import autocast_context, configure_device, peak_flops, resolve_device, synchronize
+from nanogpt_core.errors import CheckpointError, ConfigError, TrainingError
+from nanogpt_core.io.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
     load_model_state,
@@ -49,8 +51,8 @@ from nanogpt_core.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from nanogpt_core.config import GPTConfig
-from nanogpt_core.distributed import (
+from nanogpt_core.model.config import GPTConfig
+from nanogpt_core.train.distributed import (
     Ranks,
     any_rank,
     barrier,
@@ -62,11 +64,9 @@ from nanogpt_core.distributed import (
     rank_device,
     ranks_with_other_weights,
 )
-from nanogpt_core.errors import CheckpointError, ConfigError, TrainingError
-from nanogpt_core.hardware import autocast_context, configure_device, peak_flops, resolve_device, synchronize
-from nanogpt_core.run_log import RunLog, read_metrics, truncate_metrics
-from nanogpt_core.sampling import SAMPLE_MAX_TOKENS, SAMPLE_PROMPTS, complete
-from nanogpt_core.schedule import lr_multiplier, muon_momentum
+from nanogpt_core.train.run_log import RunLog, read_metrics, truncate_metrics
+from nanogpt_core.train.sampling import SAMPLE_MAX_TOKENS, SAMPLE_PROMPTS, complete
+from nanogpt_core.train.schedule import lr_multiplier, muon_momentum
 
 RUNS_DIR = "runs"
 CONFIG_FILE = "config.json"
@@ -305,7 +305,7 @@ def _tokens_digest(tokens: torch.Tensor) -> str:
 def _trace_module():
     """The optional --debug trace (another part of nanogpt); None if this install has none."""
     try:
-        from nanogpt_core import trace
+        from nanogpt_core.model import trace
     except ImportError:
         return None
     return trace
@@ -353,7 +353,7 @@ def train(
     Raises TrainingInterrupted (a KeyboardInterrupt) after saving on Ctrl-C, TrainingError when the loss diverges.
 
     Under torchrun (WORLD_SIZE > 1 in the environment, or `ranks` given) this is one rank of a data-parallel run:
-    it joins the process group for the run and leaves it at the end or on any error (see nanogpt_core.distributed).
+    it joins the process group for the run and leaves it at the end or on any error (see nanogpt_core.train.distributed).
     """
     wall_start = time.time()
     ranks = ranks or Ranks.from_env()
@@ -365,9 +365,9 @@ def train(
 
 def _train(settings: TrainSettings, resume, ranks: Ranks, device: torch.device, on_step, stream, progress_bar,
            wall_start: float) -> TrainResult:
-    from nanogpt_core.bpb import evaluate_bpb
-    from nanogpt_core.data import TokenLoader, tokenize_documents
-    from nanogpt_core.model import build_model, check_optimizer_coverage
+    from nanogpt_core.data.loader import TokenLoader, tokenize_documents
+    from nanogpt_core.model.assembly import build_model, check_optimizer_coverage
+    from nanogpt_core.train.bpb import evaluate_bpb
 
     ckpt_path = resolve_checkpoint(resume) if resume is not None else None
     run_dir = Path(settings.out) if settings.out else (run_dir_of(ckpt_path) if ckpt_path else default_run_dir())
@@ -388,7 +388,7 @@ def _train(settings: TrainSettings, resume, ranks: Ranks, device: torch.device, 
     torch.manual_seed(settings.seed)
 
     # --- data and tokenizer ------------------------------------------------------------------------------------
-    from nanogpt_core.corpus import load_documents, split_documents
+    from nanogpt_core.data.corpus import load_documents, split_documents
 
     docs = load_documents(settings.data)
     train_docs, val_docs = split_documents(docs)
@@ -629,7 +629,7 @@ def _divergence_message(step: int, loss: float, result: TrainResult, settings: T
 
 def _load_tokenizer_of_size(folder: Path, vocab_size: int | None, alternative: str):
     """The tokenizer in `folder`, refusing one whose size contradicts an explicit --vocab-size."""
-    from nanogpt_core.tokenizer import Tokenizer
+    from nanogpt_core.data.tokenizer import Tokenizer
 
     tokenizer = Tokenizer.load(folder)
     if vocab_size is not None and vocab_size != tokenizer.vocab_size:
@@ -640,7 +640,7 @@ def _load_tokenizer_of_size(folder: Path, vocab_size: int | None, alternative: s
 
 def _resolve_tokenizer(settings: TrainSettings, run_dir: Path, train_docs: list[str], log: RunLog, ranks: Ranks):
     """--tokenizer DIR, else the run folder's own, else one trained now on the training documents and saved."""
-    from nanogpt_core.tokenizer import DEFAULT_VOCAB_SIZE, Tokenizer
+    from nanogpt_core.data.tokenizer import DEFAULT_VOCAB_SIZE, Tokenizer
 
     if settings.tokenizer:
         folder = Path(settings.tokenizer)
@@ -684,6 +684,6 @@ def _write_config(run_dir: Path, settings: TrainSettings, model, tokenizer, accu
 
 
 def _plot(run_dir: Path) -> None:
-    from nanogpt_core.plots import PLOT_FILE, plot_losses
+    from nanogpt_core.train.plots import PLOT_FILE, plot_losses
 
     plot_losses(read_metrics(run_dir), run_dir / PLOT_FILE)

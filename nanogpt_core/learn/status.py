@@ -24,12 +24,12 @@ from typing import Any
 
 import torch
 
-from nanogpt_core.config import GPTConfig
-from nanogpt_core.contracts import COMPONENT_NAMES
-from nanogpt_core.diagnose import TODO_PREFIX, diagnose
 from nanogpt_core.errors import ComponentImportError, UseSpecError
-from nanogpt_core.pristine import STUDENT_SET, is_pristine
-from nanogpt_core.registry import implementation_sets, registrations
+from nanogpt_core.learn.diagnose import TODO_PREFIX, diagnose
+from nanogpt_core.learn.workspace import STUDENT_SET, is_pristine
+from nanogpt_core.model.config import GPTConfig
+from nanogpt_core.model.contracts import COMPONENT_NAMES
+from nanogpt_core.model.registry import implementation_sets, registrations
 
 STATES = ("not started", "raises TODO", "raises an error", "implemented", "passes contract", "matches reference")
 DONE = "matches reference"
@@ -66,7 +66,7 @@ def smoke_run(use: str | dict[str, str] | None, config: GPTConfig | None = None,
 
     Returns the name of the last phase reached ("generate" when all pass). A non-finite loss raises
     FloatingPointError, as training would be meaningless."""
-    from nanogpt_core.model import build_model  # late: keeps `import nanogpt_core.status` light
+    from nanogpt_core.model.assembly import build_model  # late: keeps `import nanogpt_core.learn.status` light
 
     config = config or smoke_config()
     with torch.random.fork_rng(devices=[]):

@@ -29,9 +29,9 @@ from nanogpt_core.checks.result import CheckResult
 from nanogpt_core.checks.runner import checks_for, run_check_list
 from nanogpt_core.checks.whole_model import IN_MODEL_CHECKS, MODEL_CHECKS, init_every_parameter, softcap_probe
 from nanogpt_core.compare.report import ComponentVerdict, Report, TrainingComparison
-from nanogpt_core.config import GPTConfig
-from nanogpt_core.contracts import COMPONENT_NAMES
-from nanogpt_core.use_spec import DEFAULT_SET, UseSpec, format_use, resolve_use
+from nanogpt_core.model.config import GPTConfig
+from nanogpt_core.model.contracts import COMPONENT_NAMES
+from nanogpt_core.model.use_spec import DEFAULT_SET, UseSpec, format_use, resolve_use
 
 DESIGN_MODE = "design"  # Report.mode of a comparison without an equality verdict
 
@@ -109,7 +109,7 @@ def design_report(use: UseSpec, steps: int = 50, device: str | torch.device | No
     """
     from nanogpt_core.compare.curves import make_batches, train_curve
     from nanogpt_core.compare.run import prepare
-    from nanogpt_core.model import build_model
+    from nanogpt_core.model.assembly import build_model
 
     t_start = time.perf_counter()
     say = progress or (lambda message: None)

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from nanogpt_core.contracts import COMPONENT_NAMES
 from nanogpt_core.errors import UseSpecError
-from nanogpt_core.registry import implementation_sets, registrations
+from nanogpt_core.model.contracts import COMPONENT_NAMES
+from nanogpt_core.model.registry import implementation_sets, registrations
 
 DEFAULT_SET = "reference"
 UseSpec = str | Mapping[str, str] | None

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from nanogpt_core.data.tokenizer import Tokenizer
 from nanogpt_core.errors import ConfigError, DataError
-from nanogpt_core.tokenizer import Tokenizer
 
 _ENCODE_CHUNK = 1024  # documents per encode_batch call: bounds the memory held as Python int lists
 

@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nanogpt_core.contracts import BY_NAME, COMPONENT_NAMES
 from nanogpt_core.errors import ComponentImportError, UseSpecError
-from nanogpt_core.hookspecs import hookimpl
+from nanogpt_core.model.contracts import BY_NAME, COMPONENT_NAMES
+from nanogpt_core.model.hookspecs import hookimpl
 
 STUDENT_SET = "student"
 STUDENT_DIR_ENV = "NANOGPT_STUDENT_DIR"
@@ -174,7 +174,7 @@ def load_set_from_dir(impl_set: str, directory: Path, components: list[str] | No
     """A plugin registering `<directory>/<component>.py` files as implementation set `impl_set`.
 
     Each file is imported under a private module name, so a skeleton loaded this way never collides with the
-    installed student package. Register it with `nanogpt_core.registry.register_plugin(plugin, name=...)`."""
+    installed student package. Register it with `nanogpt_core.model.registry.register_plugin(plugin, name=...)`."""
     loaded: dict[str, Any] = {}
     digest = hashlib.sha1(str(Path(directory).resolve()).encode()).hexdigest()[:8]
     for component in components or list(SKELETON_ENTRIES):

@@ -28,8 +28,8 @@ from typing import Any, TextIO
 import torch
 import torch.nn as nn
 
-from nanogpt_core.contracts import BY_NAME, COMPONENT_NAMES
 from nanogpt_core.errors import ConfigError
+from nanogpt_core.model.contracts import BY_NAME, COMPONENT_NAMES
 
 PREFIX = "[DEBUG]"
 RULE = f"{PREFIX} " + "=" * 40
