@@ -19,7 +19,8 @@ from click.core import ParameterSource
 from nanogpt_cli.errors import EXIT_INTERRUPTED
 from nanogpt_core.device import DEVICE_CHOICES
 from nanogpt_core.train.distributed import Ranks
-from nanogpt_core.train.loop import TrainSettings, resolve_resume, resume_settings, train
+from nanogpt_core.train.loop import train
+from nanogpt_core.train.settings import TrainSettings, find_resume_checkpoint, resume_settings
 
 _DEFAULTS = {f.name: f.default for f in fields(TrainSettings)}
 
@@ -97,7 +98,7 @@ def train_command(ctx: click.Context, core_metric_every: int | None, compile_: b
                 if value is not None and ctx.get_parameter_source(_param(name)) is not ParameterSource.DEFAULT}
     if core_metric_every is not None:
         click.echo(f"Note: --core-metric-every {core_metric_every} ignored (no CORE evaluation offline).")
-    checkpoint = resolve_resume(resume, explicit.get("out"))
+    checkpoint = find_resume_checkpoint(resume, explicit.get("out"))
     if checkpoint is not None:
         settings = resume_settings(checkpoint, explicit)
     else:

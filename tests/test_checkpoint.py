@@ -179,7 +179,7 @@ def test_a_crash_while_writing_keeps_the_previous_checkpoint(tmp_path, tokenizer
 def test_a_crash_before_the_pointer_moves_keeps_latest_on_the_old_one(tmp_path, tokenizer, monkeypatch):
     model, optimizers = trained(1)
     save_checkpoint(tmp_path, 1, model, optimizers, tokenizer)
-    monkeypatch.setattr(ckpt_mod, "_write_text_atomic", lambda path, text: (_ for _ in ()).throw(OSError("killed")))
+    monkeypatch.setattr(ckpt_mod, "write_text_atomic", lambda path, text: (_ for _ in ()).throw(OSError("killed")))
     with pytest.raises(OSError):
         save_checkpoint(tmp_path, 2, model, optimizers, tokenizer)
     assert load_checkpoint(tmp_path).step == 1  # step_000002 is complete, but latest never pointed at it

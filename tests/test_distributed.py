@@ -32,8 +32,9 @@ from nanogpt_core.data.loader import TokenLoader
 from nanogpt_core.errors import ConfigError
 from nanogpt_core.io.checkpoint import load_checkpoint
 from nanogpt_core.train.distributed import Ranks, mean_over_ranks, rank_device, weights_digest
-from nanogpt_core.train.loop import TrainSettings, train
+from nanogpt_core.train.loop import train
 from nanogpt_core.train.run_log import read_metrics
+from nanogpt_core.train.settings import TrainSettings
 
 STEPS = 6
 LOSS_RTOL = 1e-5  # see the module docstring
@@ -173,7 +174,7 @@ def test_the_commands_in_docs_distributed_use_real_flags_and_valid_batch_sizes()
     import shlex
 
     from nanogpt_cli.train import train_command
-    from nanogpt_core.train.loop import grad_accum_steps
+    from nanogpt_core.train.settings import grad_accum_steps
 
     known = {opt for param in train_command.params for opt in param.opts}
     doc = (Path(__file__).parent.parent / "docs" / "distributed.md").read_text(encoding="utf-8")
@@ -203,7 +204,7 @@ def test_a_parameter_the_loss_never_reaches_is_named_before_ddp_fails_on_it(tiny
     from nanogpt_core import build_model
     from nanogpt_core.errors import ComponentError
     from nanogpt_core.train.distributed import check_every_parameter_used, data_parallel
-    from nanogpt_core.train.loop import accumulate_gradients
+    from nanogpt_core.train.step import accumulate_gradients
 
     model = build_model(tiny_config)
     model.init_weights()
@@ -232,7 +233,7 @@ def test_gradient_accumulation_all_reduces_once_per_step_not_once_per_micro_batc
 
     from nanogpt_core import build_model
     from nanogpt_core.train.distributed import data_parallel
-    from nanogpt_core.train.loop import accumulate_gradients
+    from nanogpt_core.train.step import accumulate_gradients
 
     model = build_model(tiny_config)
     model.init_weights()

@@ -12,8 +12,9 @@ from click.testing import CliRunner
 
 from nanogpt_cli.main import cli
 from nanogpt_core.data import download
-from nanogpt_core.data.download import DATASETS, Dataset, data_dir, download_dataset, sha256_of
+from nanogpt_core.data.download import DATASETS, Dataset, data_dir, download_dataset
 from nanogpt_core.errors import ConfigError, DataError
+from nanogpt_core.files import sha256_file as sha256_of
 
 SHARED_SHAKESPEARE = Path("/work/shared/data/tinyshakespeare.txt")
 BODY = bytes(range(256)) * 40  # 10,240 bytes

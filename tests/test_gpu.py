@@ -18,7 +18,8 @@ from nanogpt_core import GPTConfig, build_model
 from nanogpt_core.data.loader import TokenLoader
 from nanogpt_core.device import autocast_context, peak_flops, uses_bf16
 from nanogpt_core.io.checkpoint import load_checkpoint
-from nanogpt_core.train.loop import accumulate_gradients, train
+from nanogpt_core.train.loop import train
+from nanogpt_core.train.step import accumulate_gradients
 
 pytestmark = pytest.mark.cuda
 

@@ -18,7 +18,7 @@ from test_learner_support import _one_thread  # noqa: F401
 from nanogpt_cli.main import cli
 from nanogpt_core.errors import ConfigError
 from nanogpt_core.io.checkpoint import MODEL_FILE, STATE_FILE, latest_checkpoint, load_checkpoint
-from nanogpt_core.train.loop import grad_accum_steps
+from nanogpt_core.train.settings import grad_accum_steps
 
 TEXT = "\n\n".join(" ".join(["the cat sat on the mat and the dog ran far away"] * 20) for _ in range(40))
 MODEL = ["--depth=1", "--n-head=2", "--n-kv-head=1", "--max-seq-len=32", "--device-batch-size=2",
@@ -201,16 +201,15 @@ def _pickle_under_the_safetensors_name(folder: Path) -> None:
     (folder / STATE_FILE).unlink()
 
 
-NO_STATE = ["has no training state (state.json with settings); it cannot be resumed"]  # resume needs state.json
-CHECKPOINT_ROWS = {  # row -> (damage, what sample says, what train --resume says when it differs)
+CHECKPOINT_ROWS = {  # row -> (damage, what sample and train --resume say: both read the whole checkpoint first)
     "truncated": (_truncate, ["model.safetensors does not match its checksum in state.json; the file is corrupt"]),
     "truncated-no-checksums": (_truncate_without_checksums, ["is not a readable safetensors file",
-                                                             "it is truncated or corrupt"], NO_STATE),
+                                                             "it is truncated or corrupt"]),
     "corrupted": (_flip_a_byte, ["model.safetensors does not match its checksum"]),
     "newer-format": (_newer_format, ["checkpoint format version 99, newer than this nanogpt reads (1); upgrade "
                                      "nanogpt"]),
     "pickle-as-safetensors": (_pickle_under_the_safetensors_name, ["is a PyTorch pickle, not safetensors; nanogpt "
-                                                                   "never unpickles"], NO_STATE),
+                                                                   "never unpickles"]),
 }
 
 
@@ -227,7 +226,7 @@ def never_unpickle(monkeypatch):
 @pytest.mark.parametrize("command", ["sample", "resume"])
 @pytest.mark.parametrize("row", sorted(CHECKPOINT_ROWS))
 def test_a_bad_checkpoint_is_refused_and_left_as_it_is(files, tmp_path, never_unpickle, row, command):
-    damage, fragments, *on_resume = CHECKPOINT_ROWS[row]
+    damage, fragments = CHECKPOINT_ROWS[row]
     run = tmp_path / "run"
     shutil.copytree(files["run"], run)
     damage(latest_checkpoint(run))
@@ -236,7 +235,6 @@ def test_a_bad_checkpoint_is_refused_and_left_as_it_is(files, tmp_path, never_un
         result = invoke("sample", str(run), "--max-tokens", "3")
     else:
         result = invoke("train", "--resume", str(run), "--num-iterations=4")
-        fragments = on_resume[0] if on_resume else fragments
     assert_one_line_error(result, 2, *fragments)
     assert digest(run) == before  # the tool neither repaired nor deleted anything
 

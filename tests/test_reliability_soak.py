@@ -12,8 +12,9 @@ import torch
 from test_learner_support import _one_thread  # noqa: F401
 
 from nanogpt_core.io.checkpoint import TMP_PREFIX, latest_checkpoint, load_checkpoint
-from nanogpt_core.train.loop import TrainingInterrupted, TrainSettings, resume_settings, train
+from nanogpt_core.train.loop import TrainingInterrupted, train
 from nanogpt_core.train.run_log import read_metrics
+from nanogpt_core.train.settings import TrainSettings, resume_settings
 
 TEXT = "\n\n".join(" ".join(["the cat sat on the mat and the dog ran far away"] * 20) for _ in range(40))
 ROUNDS = 20

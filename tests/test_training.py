@@ -16,17 +16,11 @@ from nanogpt_core import GPTConfig, build_model
 from nanogpt_core.data.loader import TokenLoader
 from nanogpt_core.errors import CheckpointError, ConfigError, TrainingError
 from nanogpt_core.io.checkpoint import latest_checkpoint, load_checkpoint
-from nanogpt_core.train.loop import (
-    TrainingInterrupted,
-    accumulate_gradients,
-    apply_schedule,
-    eval_steps,
-    grad_accum_steps,
-    resume_settings,
-    train,
-)
+from nanogpt_core.train.loop import TrainingInterrupted, train
 from nanogpt_core.train.run_log import format_step_line, read_metrics
 from nanogpt_core.train.schedule import lr_multiplier, muon_momentum
+from nanogpt_core.train.settings import eval_steps, grad_accum_steps, resume_settings
+from nanogpt_core.train.step import accumulate_gradients, apply_schedule
 
 # --- schedule, by hand -----------------------------------------------------------------------------------------
 
@@ -263,7 +257,7 @@ def test_tokenizer_is_trained_into_the_run_then_reused(tiny_corpus, tiny_tokeniz
 
 def test_the_cpu_demo_defaults_are_consistent():
     """`nanogpt train` with no flags must at least start: batch arithmetic and model shape from the defaults."""
-    from nanogpt_core.train.loop import TrainSettings, model_config
+    from nanogpt_core.train.settings import TrainSettings, model_config
 
     s = TrainSettings()
     assert grad_accum_steps(s.total_batch_size, s.device_batch_size, s.max_seq_len) == 4

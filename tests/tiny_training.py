@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nanogpt_core.train.loop import TrainSettings
+from nanogpt_core.train.settings import TrainSettings
 
 CORPUS_CHARS = 160_000  # ~40 documents of >= 4 KB: 2 validation documents, the rest training text
 VOCAB_SIZE = 384

@@ -16,7 +16,8 @@ from nanogpt_core.device import autocast_context, synchronize
 from nanogpt_core.model.assembly import build_model
 from nanogpt_core.model.config import GPTConfig
 from nanogpt_core.model.use_spec import format_use
-from nanogpt_core.train.loop import TrainSettings, apply_schedule
+from nanogpt_core.train.settings import TrainSettings
+from nanogpt_core.train.step import optimizer_step
 
 BYTE_VOCAB = 256  # the corpus is fed as UTF-8 bytes: no tokenizer to train, and every text fits
 DATA_CHOICES = ("corpus", "synthetic")
@@ -87,16 +88,15 @@ class SavedTensorBytes:
 
 def train_curve(use: dict[str, str], config: GPTConfig, batches: list[tuple[torch.Tensor, torch.Tensor]],
                 seed: int, device: torch.device, state: dict[str, torch.Tensor] | None = None) -> Curve:
-    """nanochat's step (schedule, clip at 1.0, every optimizer stepped) for len(batches) steps. `state`: start from
-    these weights instead of this model's own init."""
+    """The training loop's own step (`train.step.optimizer_step`: clip at 1.0, schedule, every optimizer) for
+    len(batches) steps. `state`: start from these weights instead of this model's own init."""
     with seeded(seed):
         model = build_model(config, use=use, device=device)
         model.init_weights()
     if state is not None:
         model.load_state_dict(state)
-    settings = TrainSettings(num_iterations=len(batches))
-    optimizers = model.setup_optimizers(unembedding_lr=settings.unembedding_lr, embedding_lr=settings.embedding_lr,
-                                        matrix_lr=settings.matrix_lr, weight_decay=settings.weight_decay)
+    settings = TrainSettings(num_iterations=len(batches))  # nanochat's learning rates, schedule and clipping
+    optimizers = model.setup_optimizers(**settings.optimizer_lrs())
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     losses: list[float] = []
@@ -105,16 +105,12 @@ def train_curve(use: dict[str, str], config: GPTConfig, batches: list[tuple[torc
     for step, (x, y) in enumerate(batches):
         synchronize(device)
         t0 = time.perf_counter()
-        apply_schedule(optimizers, step, settings)
         # count saved activations on the first step only: hooks on every step would distort the timing
         counting = torch.autograd.graph.saved_tensors_hooks(saved.pack, saved.unpack) if step == 0 else nullcontext()
         with autocast_context(device), counting:
             loss = model(x, y)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
-        for opt in optimizers:
-            opt.step()
-        model.zero_grad(set_to_none=True)
+        optimizer_step(model, optimizers, step, settings)
         value = loss.item()
         synchronize(device)
         if step > 0:  # step 0 pays one-off costs (allocations, lazy init)

@@ -17,10 +17,8 @@ the numbers (see `nanogpt compare` for "does my component equal the reference").
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import math
-import os
 import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -29,13 +27,15 @@ from typing import Any
 
 import torch
 
+from nanogpt_core.data.tokenizer import TOKENIZER_DIR
 from nanogpt_core.device import resolve_device
 from nanogpt_core.errors import ConfigError, TrainingError
+from nanogpt_core.files import RUNS_DIR, timestamped_folder, write_text_atomic
 from nanogpt_core.model.use_spec import format_use, resolve_use
-from nanogpt_core.train.loop import CONFIG_FILE, TOKENIZER_DIR, TrainResult, TrainSettings, train
+from nanogpt_core.train.loop import train
 from nanogpt_core.train.run_log import read_metrics
+from nanogpt_core.train.settings import CONFIG_FILE, TrainResult, TrainSettings
 
-RUNS_DIR = "runs"
 RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
 PLOT_FILE = "loss_curves.png"
@@ -165,8 +165,8 @@ class ExperimentResult:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         paths = {"json": out / RESULTS_JSON, "markdown": out / RESULTS_MD, "plot": out / PLOT_FILE}
-        _write_text(paths["json"], json.dumps(self.to_dict(), indent=2) + "\n")
-        _write_text(paths["markdown"], self.markdown())
+        write_text_atomic(paths["json"], json.dumps(self.to_dict(), indent=2) + "\n")
+        write_text_atomic(paths["markdown"], self.markdown())
         plot_loss_curves(self, paths["plot"])
         return paths
 
@@ -221,15 +221,6 @@ def _seed_list(seeds: int | Sequence[int]) -> list[int]:
 # --- running ----------------------------------------------------------------------------------------------------
 
 
-def default_out_dir(root: str | Path = RUNS_DIR) -> Path:
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    path, n = Path(root) / f"experiment-{stamp}", 1
-    while path.exists():
-        n += 1
-        path = Path(root) / f"experiment-{stamp}-{n}"
-    return path
-
-
 def run_experiment(
     variants: Mapping[str, Any],
     steps: int,
@@ -259,10 +250,10 @@ def run_experiment(
             raise ConfigError(f"run_experiment sets {reserved!r} itself for every run; do not pass it.")
     unknown = sorted(set(settings) - set(TrainSettings().to_dict()))
     if unknown:
-        raise ConfigError(f"unknown training setting(s) {', '.join(unknown)}; see nanogpt_core.train.loop."
+        raise ConfigError(f"unknown training setting(s) {', '.join(unknown)}; see nanogpt_core.train.settings."
                           f"TrainSettings.")
     base = TrainSettings(num_iterations=steps, **{"eval_every": -1, "save_every": -1, **settings})
-    out_dir = Path(out) if out is not None else default_out_dir()
+    out_dir = Path(out) if out is not None else timestamped_folder(RUNS_DIR, prefix="experiment-")
     if (out_dir / "runs").is_dir() and any((out_dir / "runs").iterdir()):
         raise ConfigError(f"{out_dir} already holds an experiment's runs; choose another --out (or delete it).")
     device = str(resolve_device(base.device))  # "auto" resolved once, so the table says where it ran
@@ -402,12 +393,6 @@ def _nan(data: Any) -> Any:
     if isinstance(data, list):
         return [float(v) if v in ("nan", "inf", "-inf") else _nan(v) for v in data]
     return data
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def plot_loss_curves(result: ExperimentResult, out_path: str | Path) -> Path:

@@ -12,7 +12,6 @@ Files land in `<data dir>/<dataset>/`, the data dir being `--dir`, else $NANOGPT
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import json
 import os
@@ -25,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nanogpt_core.errors import ConfigError, DataError
+from nanogpt_core.files import sha256_file, write_json_atomic
 
 ENV_DATA_DIR = "NANOGPT_DATA_DIR"
 ENV_BASE_URL = "NANOGPT_DOWNLOAD_BASE_URL"
@@ -142,7 +142,7 @@ def fetch_file(
     """
     dest = Path(dest)
     if dest.exists():
-        digest = sha256_of(dest)
+        digest = sha256_file(dest)
         if expected_sha256 is None or digest == expected_sha256:
             return digest, False
         dest.unlink()  # corrupt or changed since it was recorded: fetch it again
@@ -163,7 +163,7 @@ def fetch_file(
                             f"again to resume from the {part.stat().st_size if part.exists() else 0:,} bytes kept "
                             f"in {part}")
         time.sleep(retry_wait * 2 ** (attempt - 1))
-    digest = sha256_of(part)
+    digest = sha256_file(part)
     size = part.stat().st_size
     problem = None
     if expected_size is not None and size != expected_size:
@@ -221,14 +221,6 @@ def _range_start(content_range: str | None) -> int | None:
         return None
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _read_manifest(directory: Path) -> dict:
     path = directory / MANIFEST
     if not path.exists():
@@ -240,9 +232,7 @@ def _read_manifest(directory: Path) -> dict:
 
 
 def _write_manifest(directory: Path, files: dict) -> None:
-    tmp = directory / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps({"dataset": directory.name, "files": files}, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, directory / MANIFEST)
+    write_json_atomic(directory / MANIFEST, {"dataset": directory.name, "files": files})
 
 
 class _progress:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import tiktoken
 import torch
 
 from nanogpt_core.errors import CheckpointError, ConfigError
+from nanogpt_core.files import write_text_atomic
 
 # GPT-4's split pattern with numbers split into runs of at most two digits (nanochat's choice for small vocabularies).
 SPLIT_PATTERN = (
@@ -52,6 +52,19 @@ CONFIG_FILE = "tokenizer.json"
 RANKS_FILE = "tokenizer.tiktoken"
 TOKEN_BYTES_FILE = "token_bytes.json"
 TOKENIZER_FILES = (CONFIG_FILE, RANKS_FILE, TOKEN_BYTES_FILE)
+TOKENIZER_DIR = "tokenizer"  # the folder a run and every checkpoint keep their tokenizer in
+
+
+def has_tokenizer(folder: str | Path) -> bool:
+    return (Path(folder) / CONFIG_FILE).is_file()
+
+
+def tokenizer_folder(path: str | Path) -> Path:
+    """A tokenizer folder as given, or the `tokenizer/` inside a run or checkpoint folder given instead."""
+    folder = Path(path)
+    if not has_tokenizer(folder) and has_tokenizer(folder / TOKENIZER_DIR):
+        return folder / TOKENIZER_DIR
+    return folder
 
 
 class Tokenizer:
@@ -113,9 +126,9 @@ class Tokenizer:
             "pattern": self.pattern,
             "special_tokens": self.special_tokens,
         }
-        _write_atomic(directory / RANKS_FILE, self._ranks_text)
-        _write_atomic(directory / TOKEN_BYTES_FILE, json.dumps(self.token_bytes().tolist()) + "\n")
-        _write_atomic(directory / CONFIG_FILE, json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+        write_text_atomic(directory / RANKS_FILE, self._ranks_text)
+        write_text_atomic(directory / TOKEN_BYTES_FILE, json.dumps(self.token_bytes().tolist()) + "\n")
+        write_text_atomic(directory / CONFIG_FILE, json.dumps(config, indent=2, ensure_ascii=False) + "\n")
         return directory
 
     @classmethod
@@ -176,9 +189,3 @@ class Tokenizer:
 
     def __repr__(self) -> str:
         return f"Tokenizer(vocab_size={self.vocab_size}, fingerprint={self.fingerprint!r})"
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import errno
-import hashlib
 import json
 import logging
 import os
@@ -33,7 +32,17 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from nanogpt_core.data.tokenizer import TOKENIZER_DIR
 from nanogpt_core.errors import CheckpointError, NanoGPTError
+from nanogpt_core.files import (
+    TMP_PREFIX,
+    atomic_write,
+    fsync_dir,
+    fsync_file,
+    sha256_file,
+    write_json_atomic,
+    write_text_atomic,
+)
 from nanogpt_core.model.config import GPTConfig
 from nanogpt_core.model.use_spec import format_use, resolve_use
 
@@ -43,8 +52,6 @@ LATEST_FILE = "latest"
 MODEL_FILE = "model.safetensors"
 OPTIM_FILE = "optim.safetensors"
 STATE_FILE = "state.json"
-TOKENIZER_DIR = "tokenizer"
-TMP_PREFIX = ".tmp-"
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl")
 
 log = logging.getLogger("nanogpt")
@@ -157,7 +164,7 @@ def save_checkpoint(
     tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{final.name}-", dir=root))
     try:
         _write_checkpoint_files(tmp, step, model, optimizers, tokenizer, dict(state or {}))
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         if final.exists():  # saving a step twice (e.g. resumed and saved again): swap the old one out
             old = root / f"{TMP_PREFIX}old-{final.name}"
             shutil.rmtree(old, ignore_errors=True)
@@ -166,8 +173,8 @@ def save_checkpoint(
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.rename(tmp, final)
-        _fsync_dir(root)
-        _write_text_atomic(root / LATEST_FILE, final.name + "\n")
+        fsync_dir(root)
+        write_text_atomic(root / LATEST_FILE, final.name + "\n")
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -196,63 +203,26 @@ def _write_checkpoint_files(
     }
     weights = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     _save_safetensors(weights, folder / MODEL_FILE, model_meta)
-    files = {MODEL_FILE: _sha256(folder / MODEL_FILE)}
+    files = {MODEL_FILE: sha256_file(folder / MODEL_FILE)}
     if optimizers is not None:
         tensors, opt_meta = optimizer_state_to_flat(optimizers)
         meta = {"format": "pt", "nanogpt_format_version": str(FORMAT_VERSION), "kind": "nanogpt.optimizers",
                 "optimizers": json.dumps(opt_meta)}
         _save_safetensors(tensors, folder / OPTIM_FILE, meta)
-        files[OPTIM_FILE] = _sha256(folder / OPTIM_FILE)
+        files[OPTIM_FILE] = sha256_file(folder / OPTIM_FILE)
     tokenizer.save(str(folder / TOKENIZER_DIR))
     for p in (folder / TOKENIZER_DIR).rglob("*"):
         if p.is_file():
-            _fsync_file(p)
-    _fsync_dir(folder / TOKENIZER_DIR)
+            fsync_file(p)
+    fsync_dir(folder / TOKENIZER_DIR)
     state = {**state, "format_version": FORMAT_VERSION, "step": step, "tokenizer_fingerprint": fingerprint,
              "files": files}
-    _write_json(folder / STATE_FILE, state)
+    write_json_atomic(folder / STATE_FILE, state, indent=1)
 
 
 def _save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
-    """safetensors' own writer, then fsync: after this returns the bytes are on disk."""
-    save_file(tensors, str(path), metadata=metadata)
-    _fsync_file(path)
-
-
-def _write_json(path: Path, data: Any) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make a rename durable. Windows cannot open folders; there the rename is as durable as it gets."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    """safetensors' own writer, made durable: after this returns the bytes are on disk."""
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
 def _remove_stale_temporaries(root: Path) -> None:
@@ -260,14 +230,6 @@ def _remove_stale_temporaries(root: Path) -> None:
     for p in root.glob(f"{TMP_PREFIX}*"):
         if p.is_dir():
             shutil.rmtree(p, ignore_errors=True)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # --- optimizer state <-> flat tensors + JSON -------------------------------------------------------------------
@@ -451,7 +413,7 @@ def _verify_checksums(folder: Path, state: dict[str, Any]) -> None:
         path = folder / name
         if not path.is_file():
             raise CheckpointError(f"{path} is missing; the checkpoint is incomplete.")
-        if _sha256(path) != expected:
+        if sha256_file(path) != expected:
             raise CheckpointError(f"{path} does not match its checksum in {STATE_FILE}; the file is corrupt.")
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import pickle
 import re
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ import torch
 
 from nanogpt_core.data.tokenizer import Tokenizer
 from nanogpt_core.errors import CheckpointError, NanoGPTError
+from nanogpt_core.files import atomic_write
 from nanogpt_core.io.checkpoint import CHECKPOINTS_DIR, load_checkpoint, load_tokenizer, save_checkpoint
 from nanogpt_core.io.safe_unpickle import read_tiktoken_pickle
 from nanogpt_core.model.config import GPTConfig
@@ -49,7 +49,7 @@ COMPILE_PREFIX = "_orig_mod."
 CONFIG_FIELDS = ("sequence_len", "vocab_size", "n_layer", "n_head", "n_kv_head", "n_embd")
 TOKENIZER_PICKLE = "tokenizer.pkl"
 TOKEN_BYTES_FILE = "token_bytes.pt"
-TOKENIZER_DIR = "tokenizer"
+NANOCHAT_TOKENIZER_DIR = "tokenizer"  # nanochat keeps tokenizer.pkl in $NANOCHAT_BASE_DIR/tokenizer/
 ENCODING_NAME = "rustbpe"  # the name nanochat gives its tiktoken Encoding
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _MODEL_FILE = re.compile(r"model_(\d+)\.pt$")
@@ -177,7 +177,7 @@ def find_tokenizer_dir(folder: Path, explicit: str | Path | None = None) -> Path
         if not (tok / TOKENIZER_PICKLE).is_file():
             raise CheckpointError(f"no {TOKENIZER_PICKLE} in {tok} (given with --tokenizer).")
         return tok
-    candidates = [folder / TOKENIZER_DIR, folder, folder.resolve().parent.parent / TOKENIZER_DIR]
+    candidates = [folder / NANOCHAT_TOKENIZER_DIR, folder, folder.resolve().parent.parent / NANOCHAT_TOKENIZER_DIR]
     for tok in candidates:
         if (tok / TOKENIZER_PICKLE).is_file():
             return tok
@@ -326,20 +326,20 @@ def export_nanochat(ckpt_path: str | Path, out_dir: str | Path, overwrite: bool 
                               f"{_summarize(extra)} (added by the implementations {ckpt.use}).")
     check_nanochat_state(ckpt.model_state, ckpt.config, ckpt.path)
     out = Path(out_dir)
-    targets = [out / model_file(ckpt.step), out / meta_file(ckpt.step), out / TOKENIZER_DIR / TOKENIZER_PICKLE,
-               out / TOKENIZER_DIR / TOKEN_BYTES_FILE]
+    targets = [out / model_file(ckpt.step), out / meta_file(ckpt.step), out / NANOCHAT_TOKENIZER_DIR / TOKENIZER_PICKLE,
+               out / NANOCHAT_TOKENIZER_DIR / TOKEN_BYTES_FILE]
     present = [str(p) for p in targets if p.exists()]
     if present and not overwrite:
         raise CheckpointError(f"{present[0]} already exists; choose another folder or pass --overwrite.")
     out.mkdir(parents=True, exist_ok=True)
     # Own storage per tensor, in nanochat's key order: torch.save writes each storage whole.
     state_dict = {name: ckpt.model_state[name].detach().clone().contiguous() for name in expected}
-    _atomic(targets[0], lambda tmp: torch.save(state_dict, tmp))
+    atomic_write(targets[0], lambda tmp: torch.save(state_dict, tmp))
     meta = {"step": ckpt.step, "model_config": ckpt.config.to_dict(),
             "nanogpt": {"use": ckpt.use, "tokenizer_fingerprint": ckpt.tokenizer_fingerprint,
                         "source": str(ckpt.path.resolve())}}
-    _atomic(targets[1], lambda tmp: tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8"))
-    write_nanochat_tokenizer(tokenizer, out / TOKENIZER_DIR)
+    atomic_write(targets[1], lambda tmp: tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8"))
+    write_nanochat_tokenizer(tokenizer, out / NANOCHAT_TOKENIZER_DIR)
     return targets
 
 
@@ -350,9 +350,9 @@ def write_nanochat_tokenizer(tokenizer: Tokenizer, directory: str | Path) -> Pat
     enc = tiktoken.Encoding(name=ENCODING_NAME, pat_str=tokenizer.pattern, mergeable_ranks=tokenizer.mergeable_ranks,
                             special_tokens=tokenizer.special_tokens)
     data = pickle.dumps(enc, protocol=4)  # protocol 4, as nanochat's pickle.dump writes it
-    _atomic(directory / TOKENIZER_PICKLE, lambda tmp: tmp.write_bytes(data))
+    atomic_write(directory / TOKENIZER_PICKLE, lambda tmp: tmp.write_bytes(data))
     lengths = nanochat_token_bytes(tokenizer)
-    _atomic(directory / TOKEN_BYTES_FILE, lambda tmp: torch.save(lengths, tmp))
+    atomic_write(directory / TOKEN_BYTES_FILE, lambda tmp: torch.save(lengths, tmp))
     return directory
 
 
@@ -365,13 +365,3 @@ def nanochat_token_bytes(tokenizer: Tokenizer) -> torch.Tensor:
     specials = set(tokenizer.special_tokens.values())
     return torch.tensor([0 if i in specials else len(tokenizer.decode([i]).encode("utf-8"))
                          for i in range(tokenizer.vocab_size)], dtype=torch.int32)
-
-
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".tmp-{path.name}.{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()

@@ -32,5 +32,6 @@ def register_components(register: Register) -> None:
     """Register implementations: `register(impl_set, component, implementation, description=...)`.
 
     `impl_set` names the family of implementations (what a user writes before the colon in `--use`), `component`
-    is one of `nanogpt_core.model.contracts.COMPONENT_NAMES`, and `implementation` provides the members its contract lists.
+    is one of `nanogpt_core.model.contracts.COMPONENT_NAMES`, and `implementation` provides the members its
+    contract lists.
     """

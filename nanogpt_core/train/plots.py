@@ -6,9 +6,10 @@ putting different units on one axis invites a wrong comparison. Drawn with matpl
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
+
+from nanogpt_core.files import atomic_write
 
 PLOT_FILE = "loss.png"
 
@@ -38,14 +39,11 @@ def plot_losses(records: list[dict[str, Any]], out_path: str | Path) -> Path:
 
 
 def save_figure(fig, out_path: str | Path) -> Path:
-    """Write a matplotlib figure as PNG atomically (temp file + rename: a reader never sees half a picture)."""
+    """Write a matplotlib figure as PNG atomically (a reader never sees half a picture) and close it."""
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, out_path)
-    return out_path
+    try:
+        return atomic_write(out_path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    finally:
+        plt.close(fig)
