@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from tiny_training import tiny_corpus, tiny_settings, tiny_tokenizer  # noqa: F401
 
-from nanogpt_core.compare.design import DESIGN_MODE, PINNED_CHECKS, design_checks, design_report
+from nanogpt_core.compare import PINNED_CHECKS, compare, design_checks
 from nanogpt_core.io.checkpoint import CheckpointError, latest_checkpoint, load_model
 from nanogpt_core.model.hookspecs import hookimpl
 from nanogpt_core.model.registry import load_plugins, pm, register_plugin, registrations, unregister_plugin
@@ -145,8 +145,8 @@ def test_design_checks_catch_a_design_that_breaks_the_contract(variants_plugin):
 
 
 def test_design_report_is_compare_without_an_equality_verdict(variants_plugin):
-    report = design_report("swiglu:mlp", steps=4, device="cpu", data="synthetic", batch_size=2)
-    assert report.mode == DESIGN_MODE and report.use["mlp"] == "swiglu"
+    report = compare("swiglu:mlp", steps=4, device="cpu", data="synthetic", batch_size=2, mode="design")
+    assert report.mode == "design" and report.use["mlp"] == "swiglu"
     verdict = report.verdict("mlp")
     assert verdict.status == "pass" and verdict.isolation is None
     assert not {c.name for c in verdict.checks} & set(PINNED_CHECKS["mlp"])
@@ -162,7 +162,7 @@ def test_design_report_fails_a_design_that_breaks_the_contract(variants_plugin):
     plugin = _BrokenPlugin()
     register_plugin(plugin, name="broken-design")
     try:
-        report = design_report("leaky-window:attention", steps=0, device="cpu")
+        report = compare("leaky-window:attention", steps=0, device="cpu", mode="design")
     finally:
         unregister_plugin(plugin)
     assert report.verdict("attention").status == "fail"

@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from nanogpt_core.compare.run import design_checks
 from nanogpt_core.data.tokenizer import TOKENIZER_DIR
 from nanogpt_core.device import resolve_device
 from nanogpt_core.errors import ConfigError, TrainingError
@@ -235,7 +236,7 @@ def run_experiment(
 
     `variants`: {name: use spec}, the first is the baseline. `seeds`: a count (seeds 0..n-1) or the seeds
     themselves. `check`: first run the contract checks that apply to a different design on every variant
-    (`nanogpt_core.compare.design.design_checks`) and refuse to train one that breaks them (a non-causal attention would
+    (`nanogpt_core.compare.design_checks`) and refuse to train one that breaks them (a non-causal attention would
     "win" by reading the future). Other keyword arguments are `TrainSettings` fields shared by every run (depth,
     device, data, tokenizer, device_batch_size, total_batch_size, max_seq_len, eval_tokens, ...); `num_iterations`
     is `steps`.
@@ -283,8 +284,6 @@ def run_experiment(
 
 def check_variants(variants: Mapping[str, str], say: Progress) -> dict[str, int]:
     """The design checks of every variant: {name: checks passed}; ConfigError naming every failure otherwise."""
-    from nanogpt_core.compare.design import design_checks
-
     passed, problems = {}, []
     for name, spec in variants.items():
         if spec == "reference":

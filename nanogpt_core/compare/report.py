@@ -1,9 +1,9 @@
 """What `compare` returns: a verdict per swapped component, model-level probes, the side-by-side training, timings.
 
-`mode` says what kind of comparison this is. "equal" (today's only mode) claims the candidate computes what the
-reference computes, so outputs, gradients and loss curves must agree. A later "different design" mode (issue 9)
-keeps the curves, the speed and the probes that still apply and drops the equality verdict; readers should switch
-on `mode`, not on which fields are empty.
+`mode` says what kind of comparison this is (`nanogpt_core.compare.modes`): "equal" claims the candidate computes
+what the reference computes, so outputs, gradients and loss curves must agree; "design" keeps the curves, the speed
+and the checks that still apply and drops the equality verdict. Readers should switch on `mode`, not on which fields
+are empty.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from typing import Any
 
 from nanogpt_core.checks.result import DIAGNOSES, CheckResult, jsonable
 
-MODES = ("equal", "design")  # "design": nanogpt_core.compare.design.design_report
 EXIT_PASS, EXIT_FAIL, EXIT_NOT_IMPLEMENTED = 0, 1, 3
 
 
