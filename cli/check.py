@@ -10,35 +10,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from nanogpt_core.errors import UseSpecError
-from nanogpt_core.model.contracts import COMPONENT_NAMES
-from nanogpt_core.model.registry import implementation_sets
+from nanogpt_core.model.use_spec import one_set
 
 STATUS_STYLE = {"pass": "green", "fail": "bold red", "not implemented": "yellow", "skipped": "dim"}
-
-
-def parse_target(target: str) -> tuple[str, list[str] | None]:
-    """`student` -> ("student", None); `student:attention,student:mlp` -> ("student", ["attention", "mlp"])."""
-    impl_sets: set[str] = set()
-    components: list[str] = []
-    whole = False
-    for item in (part.strip() for part in target.split(",")):
-        impl_set, _, component = item.partition(":")
-        if not impl_set:
-            raise UseSpecError(f"check target {item!r} has no implementation set; write e.g. 'student:attention'.")
-        impl_sets.add(impl_set)
-        if component:
-            if component not in COMPONENT_NAMES:
-                raise UseSpecError(f"unknown component {component!r}; components are: {', '.join(COMPONENT_NAMES)}.")
-            components.append(component)
-        else:
-            whole = True
-    if len(impl_sets) != 1:
-        raise UseSpecError(f"check one implementation set at a time; got {', '.join(sorted(impl_sets))}.")
-    impl_set = impl_sets.pop()
-    if impl_set not in implementation_sets():
-        raise UseSpecError(f"unknown implementation set {impl_set!r}; available: {', '.join(implementation_sets())}.")
-    return impl_set, None if whole else components
 
 
 def _numbers(numbers: dict) -> str:
@@ -65,7 +39,7 @@ def check_command(target: str, as_json: bool, device: str) -> int:
     from nanogpt_core.checks import run_checks  # late: the checks build models
 
     torch.set_num_threads(1)  # tiny models: one thread is fastest, and fair on a shared machine
-    impl_set, components = parse_target(target)
+    impl_set, components = one_set(target, "check target")
     results = run_checks(impl_set, components, device=device)
     checked = [r for r in results if r.status != "skipped"]
     ok = bool(checked) and all(r.status == "pass" for r in checked)

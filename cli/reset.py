@@ -7,23 +7,16 @@ from pathlib import Path
 import click
 
 from nanogpt_core.errors import UseSpecError
-from nanogpt_core.learn.workspace import SKELETON_ENTRIES, STUDENT_SET, reset_components
+from nanogpt_core.learn.workspace import STUDENT_SET, reset_components
+from nanogpt_core.model.use_spec import one_set, parse_targets
 
 
-def parse_targets(target: str) -> list[str] | None:
-    """Map `student` to None (every component) and `student:attention,student:mlp` to ["attention", "mlp"]."""
-    components: list[str] = []
-    for item in (part.strip() for part in target.split(",")):
-        impl_set, _, component = item.partition(":")
-        if impl_set != STUDENT_SET:
-            raise UseSpecError(f"only the {STUDENT_SET!r} set has pristine skeletons to restore; got {item!r} "
-                               f"(write e.g. 'student:attention' or 'student').")
-        if not component:
-            return None
-        if component not in SKELETON_ENTRIES:
-            raise UseSpecError(f"unknown component {component!r}; components are: {', '.join(SKELETON_ENTRIES)}.")
-        components.append(component)
-    return components
+def parse_reset_target(target: str) -> list[str] | None:
+    """`student` -> None (every component); `student:attention,student:mlp` -> ["attention", "mlp"]."""
+    if any(t.impl_set != STUDENT_SET for t in parse_targets(target, "reset target")):
+        raise UseSpecError(f"only the {STUDENT_SET!r} set has pristine skeletons to restore; got {target!r} "
+                           f"(write e.g. 'student:attention' or 'student').")
+    return one_set(target, "reset target")[1]
 
 
 def _show(path: Path) -> str:
@@ -40,7 +33,7 @@ def reset_command(target: str) -> None:
 
     Examples: `nanogpt reset student:attention`, `nanogpt reset student` (every component).
     """
-    for result in reset_components(parse_targets(target)):
+    for result in reset_components(parse_reset_target(target)):
         if result.backup is not None:
             click.echo(f"Backed up {_show(result.restored)} -> {_show(result.backup)}")
         else:

@@ -24,8 +24,9 @@ from nanogpt_core.compare.curves import (
     train_curve,
 )
 from nanogpt_core.errors import ConfigError, UseSpecError
-from nanogpt_core.learn.workspace import load_set_from_dir, write_pristine_dir
+from nanogpt_core.learn.workspace import write_pristine_dir
 from nanogpt_core.model.assembly import build_model
+from nanogpt_core.model.component_files import load_set_from_dir
 from nanogpt_core.model.contracts import COMPONENT_NAMES
 from nanogpt_core.model.registry import register_plugin, unregister_plugin
 

@@ -14,8 +14,9 @@ from test_learner_support import REFERENCE_PARTS, _one_thread, make_set, registe
 from nanogpt_core.errors import ComponentImportError
 from nanogpt_core.learn.diagnose import diagnose
 from nanogpt_core.learn.status import COMPONENT_ORDER, LEARNING_PATH, smoke_config, smoke_run
-from nanogpt_core.learn.workspace import SKELETON_ENTRIES, import_component, load_set_from_dir, pristine_text
+from nanogpt_core.learn.workspace import pristine_text
 from nanogpt_core.model.assembly import build_model
+from nanogpt_core.model.component_files import import_component, load_set_from_dir
 from nanogpt_core.model.contracts import BY_NAME, COMPONENT_NAMES, PHASES
 from nanogpt_core.model.registry import get_implementation
 
@@ -143,11 +144,11 @@ def test_a_student_file_that_does_not_import_fails_alone(tmp_path):
 
 
 def test_import_component_gives_a_placeholder_naming_the_file():
-    impl = import_component("nanogpt_impls.student.no_such_file", "MLP", "mlp")
+    impl = import_component("nanogpt_impls.student.no_such_file", "mlp")
     with pytest.raises(ComponentImportError, match=r"impls/student/no_such_file\.py does not import"):
         impl(smoke_config())
-    fn = import_component("nanogpt_impls.reference.init", "no_such_function", "init")
-    with pytest.raises(ComponentImportError, match="defines no 'no_such_function'"):
+    fn = import_component("nanogpt_impls.reference.mlp", "init")  # a file without the contract's entry
+    with pytest.raises(ComponentImportError, match="defines no 'init_weights'"):
         fn(None)
 
 
@@ -158,11 +159,11 @@ def test_a_component_missing_a_contract_member_fails_alone(tmp_path, monkeypatch
     (package / "__init__.py").write_text("")
     (package / "rotary.py").write_text(pristine_text("rotary").replace("def apply(", "def aply("))
     monkeypatch.syspath_prepend(str(tmp_path))
-    impl = import_component("learner_pkg.rotary", "Rotary", "rotary")
+    impl = import_component("learner_pkg.rotary", "rotary")
     with pytest.raises(ComponentImportError, match="Rotary lacks apply, which the contract needs"):
         impl.precompute(16, 8)
 
 
 def test_skeleton_entries_match_the_student_package():
-    for component, name in SKELETON_ENTRIES.items():
-        assert re.search(rf"^(class|def) {name}\b", pristine_text(component), re.M), (component, name)
+    for component, contract in BY_NAME.items():
+        assert re.search(rf"^(class|def) {contract.entry}\b", pristine_text(component), re.M), component

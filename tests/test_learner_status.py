@@ -11,7 +11,8 @@ from test_learner_support import _one_thread, registered  # noqa: F401
 
 from nanogpt_cli.main import cli
 from nanogpt_core.learn.status import COMPONENT_ORDER, learner_status
-from nanogpt_core.learn.workspace import load_set_from_dir, write_pristine_dir
+from nanogpt_core.learn.workspace import write_pristine_dir
+from nanogpt_core.model.component_files import load_set_from_dir
 
 FINISHED_MLP = '''\
 import torch.nn as nn

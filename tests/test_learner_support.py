@@ -17,7 +17,8 @@ import pytest
 import torch
 
 import nanogpt_impls.reference as ref
-from nanogpt_core.learn.workspace import load_set_from_dir, write_pristine_dir
+from nanogpt_core.learn.workspace import write_pristine_dir
+from nanogpt_core.model.component_files import load_set_from_dir
 from nanogpt_core.model.contracts import COMPONENT_NAMES
 from nanogpt_core.model.hookspecs import hookimpl
 from nanogpt_core.model.registry import register_plugin, unregister_plugin

@@ -8,11 +8,12 @@ Each file is imported on its own: if one of them does not import (a syntax error
 component fails, with a one-line message naming the file, and every other command keeps working.
 """
 
-from nanogpt_core.learn.workspace import SKELETON_ENTRIES, import_component
+from nanogpt_core.model.component_files import import_component
+from nanogpt_core.model.contracts import COMPONENT_NAMES
 from nanogpt_core.model.hookspecs import hookimpl
 
 
 @hookimpl
 def register_components(register):
-    for component, name in SKELETON_ENTRIES.items():  # norm, rotary, attention, mlp, block, init, optimizer, generate
-        register("student", component, import_component(f"{__name__}.{component}", name, component))
+    for component in COMPONENT_NAMES:  # norm, rotary, attention, mlp, block, init, optimizer, generate
+        register("student", component, import_component(f"{__name__}.{component}", component))

@@ -11,10 +11,10 @@ from nanogpt_core.checks.harness import Bench, default_check_config, one_thread,
 from nanogpt_core.checks.modules import MODULE_CHECKS, Check
 from nanogpt_core.checks.result import CheckResult
 from nanogpt_core.checks.whole_model import IN_MODEL_CHECKS, MODEL_CHECKS
-from nanogpt_core.errors import UseSpecError
 from nanogpt_core.model.config import GPTConfig
 from nanogpt_core.model.contracts import COMPONENT_NAMES
-from nanogpt_core.model.registry import implementation_sets, registrations
+from nanogpt_core.model.registry import registrations
+from nanogpt_core.model.use_spec import known_component, known_set
 
 SEED = 0
 
@@ -24,10 +24,6 @@ def checks_for(component: str) -> list[Check]:
     if component in MODULE_CHECKS:
         return [*MODULE_CHECKS[component], *IN_MODEL_CHECKS]
     return list(MODEL_CHECKS[component])
-
-
-def check_name(check: Check) -> str:
-    return check.__name__
 
 
 def not_implemented(component: str, exc: NotImplementedError) -> CheckResult:
@@ -73,11 +69,9 @@ def run_checks(impl_set: str, components: list[str] | None = None, config: GPTCo
                device: str | torch.device = "cpu") -> list[CheckResult]:
     """The contract checks of each component `impl_set` provides (others reported as skipped, passed=None), each
     built inside a model whose other components are reference."""
-    if impl_set not in implementation_sets():
-        raise UseSpecError(f"unknown implementation set {impl_set!r}; available: {', '.join(implementation_sets())}.")
+    known_set(impl_set)
     for c in components or []:
-        if c not in COMPONENT_NAMES:
-            raise UseSpecError(f"unknown component {c!r}; components are: {', '.join(COMPONENT_NAMES)}.")
+        known_component(c)
     results: list[CheckResult] = []
     with one_thread():
         for component in components or COMPONENT_NAMES:

@@ -24,14 +24,14 @@ from typing import Any
 
 import torch
 
-from nanogpt_core.errors import ComponentImportError, UseSpecError
+from nanogpt_core.errors import ComponentImportError
 from nanogpt_core.learn.diagnose import TODO_PREFIX, diagnose
 from nanogpt_core.learn.workspace import STUDENT_SET, is_pristine
 from nanogpt_core.model.config import GPTConfig
 from nanogpt_core.model.contracts import COMPONENT_NAMES
-from nanogpt_core.model.registry import implementation_sets, registrations
+from nanogpt_core.model.registry import registrations
+from nanogpt_core.model.use_spec import known_set
 
-STATES = ("not started", "raises TODO", "raises an error", "implemented", "passes contract", "matches reference")
 DONE = "matches reference"
 # The seed's training command, for the quickest loop: one step of a depth-4 model.
 QUICK_TRAIN_FLAGS = ("--depth=4 --max_seq_len=512 --device_batch_size=1 --eval_tokens=512 --core_metric_every=-1 "
@@ -199,8 +199,7 @@ def next_step(impl_set: str, statuses: list[ComponentStatus]) -> NextStep:
 def learner_status(impl_set: str = STUDENT_SET, directory: Path | None = None,
                    with_checks: bool = True) -> StatusReport:
     """The state of every component `impl_set` provides, in the order a run meets them, and the next step."""
-    if impl_set not in implementation_sets():
-        raise UseSpecError(f"unknown implementation set {impl_set!r}; available: {', '.join(implementation_sets())}.")
+    known_set(impl_set)
     regs = registrations()
     order = [c for c in COMPONENT_ORDER if c in COMPONENT_NAMES] + [c for c in COMPONENT_NAMES
                                                                    if c not in COMPONENT_ORDER]

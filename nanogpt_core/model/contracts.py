@@ -31,6 +31,7 @@ class Component:
     shapes: str  # tensors in and out
     guarantees: str  # what the implementation must make true
     members: tuple[str, ...]  # what an implementation must provide (attributes checked at registration)
+    entry: str  # the class or function a component file defines (`impls/<set>/<name>.py`), e.g. "RMSNorm"
     why: str = ""  # the design reason, in a sentence or two, for the learner
     injected: tuple[str, ...] = field(default=())  # other components this one receives instead of importing
 
@@ -50,6 +51,7 @@ COMPONENTS: tuple[Component, ...] = (
         guarantees="normalises over the last dimension only; any parameters it owns must be trained (the optimizer "
         "component must put them in a group).",
         members=("__init__", "forward"),
+        entry="RMSNorm",
         why="RMSNorm is LayerNorm without the mean and the affine weights: cheaper, and as good in practice. It is "
         "used five times per model: after the embedding, before attention and MLP in every block, on q and k "
         "(QK-norm), and before the head.",
@@ -64,6 +66,7 @@ COMPONENTS: tuple[Component, ...] = (
         "->  (B, T, H, D), x's dtype",
         guarantees="the dot product of a rotated q at position i and a rotated k at position j depends on i - j only.",
         members=("precompute", "apply"),
+        entry="Rotary",
         why="Rotating pairs of channels by an angle proportional to the position makes attention scores depend "
         "on relative offsets, with no position parameters to learn and no limit but the table's length.",
     ),
@@ -78,6 +81,7 @@ COMPONENTS: tuple[Component, ...] = (
         guarantees="position t attends only to positions <= t; with a KV cache, decoding one token at a time gives "
         "the same outputs as one full forward.",
         members=("__init__", "forward"),
+        entry="CausalSelfAttention",
         why="QK-norm keeps attention logits bounded so training stays stable; grouped-query heads share keys and "
         "values across query heads, shrinking the KV cache.",
         injected=("norm", "rotary"),
@@ -91,6 +95,7 @@ COMPONENTS: tuple[Component, ...] = (
         shapes="x: (B, T, C)  ->  y: (B, T, C). Parameters c_fc (4C, C), c_proj (C, 4C), no biases.",
         guarantees="acts on each position independently.",
         members=("__init__", "forward"),
+        entry="MLP",
         why="relu^2 is as cheap as relu and trains faster in the speedrun experiments nanochat inherits.",
     ),
     Component(
@@ -102,6 +107,7 @@ COMPONENTS: tuple[Component, ...] = (
         shapes="x: (B, T, C)  ->  (B, T, C). Keeps the given modules as `self.attn` and `self.mlp`.",
         guarantees="the residual stream carries x through unchanged when attn and mlp output zeros.",
         members=("__init__", "forward"),
+        entry="Block",
         why="Normalising the input of each sub-layer (pre-norm) and adding its output back keeps a clean gradient "
         "path from the loss to every layer.",
         injected=("attention", "mlp", "norm"),
@@ -116,6 +122,7 @@ COMPONENTS: tuple[Component, ...] = (
         "lm_head and every c_proj = 0.",
         guarantees="every parameter is set; a fresh model's first loss is ln(vocab_size) because lm_head starts at 0.",
         members=("__call__",),
+        entry="init_weights",
         why="Zeroed output projections make every block start as the identity, so a deep model trains from step 0.",
     ),
     Component(
@@ -129,6 +136,7 @@ COMPONENTS: tuple[Component, ...] = (
         guarantees="every trainable parameter is in exactly one group; each group records its 'initial_lr'; the Muon "
         "groups carry a 'momentum' the training loop warms up from 0.85 to 0.95.",
         members=("__call__",),
+        entry="setup_optimizers",
         why="Muon orthogonalises the update of each weight matrix, which lets matrices take large steps; embeddings "
         "and the head are lookups and readouts, where AdamW works better.",
     ),
@@ -143,6 +151,7 @@ COMPONENTS: tuple[Component, ...] = (
         guarantees="temperature 0 is greedy; the same seed gives the same tokens; with the cache, greedy output equals "
         "greedy output recomputing the whole prefix.",
         members=("__call__",),
+        entry="generate",
         why="The KV cache keeps each layer's keys and values, so a new token costs one position of compute, not the "
         "whole prefix.",
     ),
@@ -152,5 +161,8 @@ COMPONENT_NAMES: tuple[str, ...] = tuple(c.name for c in COMPONENTS)
 BY_NAME: dict[str, Component] = {c.name: c for c in COMPONENTS}
 
 
-def get_component(name: str) -> Component:
-    return BY_NAME[name]
+def missing_members(component: str, implementation: object) -> list[str]:
+    """The members the contract asks for that `implementation` lacks (`__call__`: it must be callable)."""
+    return [m for m in BY_NAME[component].members
+            if not (callable(implementation) if m == "__call__" else hasattr(implementation, m))]
+

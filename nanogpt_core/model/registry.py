@@ -15,7 +15,7 @@ import pluggy
 
 from nanogpt_core.errors import RegistryError
 from nanogpt_core.model import hookspecs
-from nanogpt_core.model.contracts import BY_NAME, COMPONENT_NAMES
+from nanogpt_core.model.contracts import BY_NAME, COMPONENT_NAMES, missing_members
 
 ENTRY_POINT_GROUP = "nanogpt"
 BUILTIN_PLUGINS = ("nanogpt_impls.reference", "nanogpt_impls.student")
@@ -112,8 +112,7 @@ def _validate(plugin: str, impl_set: str, component: str, implementation: Any) -
     if not impl_set or not impl_set.replace("_", "").replace("-", "").isalnum():
         raise RegistryError(f"plugin {plugin!r} registers an invalid implementation set name {impl_set!r}; "
                             f"use letters, digits, '-' and '_'.")
-    missing = [m for m in BY_NAME[component].members
-               if not (callable(implementation) if m == "__call__" else hasattr(implementation, m))]
+    missing = missing_members(component, implementation)
     if missing:
         raise RegistryError(f"plugin {plugin!r}: {impl_set}:{component} lacks {', '.join(missing)} "
                             f"(contract: {BY_NAME[component].signature}).")

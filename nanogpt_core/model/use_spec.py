@@ -1,21 +1,78 @@
-"""Parsing `--use`: which implementation set provides each component.
+"""The `set:component` grammar: which implementation set provides each component.
+
+One grammar for every command that names implementations (`--use`, `nanogpt check`, `nanogpt reset`, ...):
 
     "student:attention,student:mlp"   two components from `student`, the rest from `reference`
     "student"                          every component `student` provides
     "student,reference:generate"       all of student's, but generate from reference
-    {"attention": "student"}           the same as "student:attention"
+    {"attention": "student"}           the same as "student:attention" (library callers)
+
+`parse_targets` reads the syntax; `known_set` and `known_component` are the one place that says a name is unknown
+and what the names are; `resolve_use` turns a spec into {component: impl_set} for every component.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from nanogpt_core.errors import UseSpecError
 from nanogpt_core.model.contracts import COMPONENT_NAMES
 from nanogpt_core.model.registry import implementation_sets, registrations
 
-DEFAULT_SET = "reference"
+REFERENCE_SET = "reference"  # the set every component defaults to, and the one everything is compared against
+DEFAULT_SET = REFERENCE_SET
 UseSpec = str | Mapping[str, str] | None
+
+
+@dataclass(frozen=True)
+class Target:
+    """One item of a spec: `impl_set:component`, or a whole set (`component` None)."""
+
+    impl_set: str
+    component: str | None = None
+
+    def __str__(self) -> str:
+        return self.impl_set if self.component is None else f"{self.impl_set}:{self.component}"
+
+
+def parse_targets(spec: str, what: str = "--use") -> list[Target]:
+    """Split `spec` into its items, checking only the syntax; `what` names the spec in messages."""
+    if not isinstance(spec, str):
+        raise UseSpecError(f"{what} must be a string like 'student:attention' or a dict, got {type(spec).__name__}.")
+    if not spec.strip():
+        raise UseSpecError(f"{what} is empty; write e.g. 'student:attention,student:mlp' or 'student'.")
+    targets: list[Target] = []
+    for raw in spec.split(","):
+        item = raw.strip()
+        if not item:
+            raise UseSpecError(f"{what} {spec!r} has an empty item; separate 'set:component' pairs with single commas.")
+        if item.count(":") > 1:
+            raise UseSpecError(f"{what} item {item!r} has more than one ':'; write 'set:component'.")
+        impl_set, colon, component = (part.strip() for part in item.partition(":"))
+        if not impl_set or (colon and not component):
+            raise UseSpecError(f"{what} item {item!r} is incomplete; write 'set:component' such as "
+                               f"'student:attention'.")
+        target = Target(impl_set, component or None)
+        if target.component is None and target in targets:
+            raise UseSpecError(f"{what} names {item!r} twice.")
+        targets.append(target)
+    return targets
+
+
+def known_set(impl_set: str) -> str:
+    """`impl_set`, or the one message for a set nobody registered."""
+    sets = implementation_sets()
+    if impl_set not in sets:
+        raise UseSpecError(f"unknown implementation set {impl_set!r}; available: {', '.join(sets)}.")
+    return impl_set
+
+
+def known_component(component: str) -> str:
+    """`component`, or the one message for a name that is not a component."""
+    if component not in COMPONENT_NAMES:
+        raise UseSpecError(f"unknown component {component!r}; components are: {', '.join(COMPONENT_NAMES)}.")
+    return component
 
 
 def parse_use(spec: UseSpec) -> tuple[list[str], dict[str, str]]:
@@ -24,32 +81,17 @@ def parse_use(spec: UseSpec) -> tuple[list[str], dict[str, str]]:
         return [], {}
     if isinstance(spec, Mapping):
         return [], {str(k).strip(): str(v).strip() for k, v in spec.items()}
-    if not isinstance(spec, str):
-        raise UseSpecError(f"--use must be a string like 'student:attention' or a dict, got {type(spec).__name__}.")
-    if not spec.strip():
-        raise UseSpecError("--use is empty; write e.g. 'student:attention,student:mlp' or 'student'.")
     whole_sets: list[str] = []
     per_component: dict[str, str] = {}
-    for raw in spec.split(","):
-        item = raw.strip()
-        if not item:
-            raise UseSpecError(f"--use {spec!r} has an empty item; separate 'set:component' pairs with single commas.")
-        if item.count(":") > 1:
-            raise UseSpecError(f"--use item {item!r} has more than one ':'; write 'set:component'.")
-        if ":" not in item:
-            if item in whole_sets:
-                raise UseSpecError(f"--use names {item!r} twice.")
-            whole_sets.append(item)
-            continue
-        impl_set, component = (part.strip() for part in item.split(":"))
-        if not impl_set or not component:
-            raise UseSpecError(
-                f"--use item {item!r} is incomplete; write 'set:component' such as 'student:attention'."
-            )
-        if component in per_component:
-            raise UseSpecError(f"--use names component {component!r} twice ({per_component[component]}:{component} "
-                               f"and {item}); name each component once.")
-        per_component[component] = impl_set
+    for target in parse_targets(spec):
+        if target.component is None:
+            whole_sets.append(target.impl_set)
+        elif target.component in per_component:
+            raise UseSpecError(f"--use names component {target.component!r} twice "
+                               f"({per_component[target.component]}:{target.component} and {target}); name each "
+                               f"component once.")
+        else:
+            per_component[target.component] = target.impl_set
     return whole_sets, per_component
 
 
@@ -57,13 +99,10 @@ def resolve_use(spec: UseSpec = None) -> dict[str, str]:
     """Return {component: impl_set} for every component, defaulting to `reference`; raise on unknown names."""
     whole_sets, per_component = parse_use(spec)
     regs = registrations()
-    known_sets = implementation_sets()
     for impl_set in [*whole_sets, *per_component.values()]:
-        if impl_set not in known_sets:
-            raise UseSpecError(f"unknown implementation set {impl_set!r}; available: {', '.join(known_sets)}.")
+        known_set(impl_set)
     for component in per_component:
-        if component not in COMPONENT_NAMES:
-            raise UseSpecError(f"unknown component {component!r}; components are: {', '.join(COMPONENT_NAMES)}.")
+        known_component(component)
     chosen = dict.fromkeys(COMPONENT_NAMES, DEFAULT_SET)
     for impl_set in whole_sets:
         for component in COMPONENT_NAMES:
@@ -76,6 +115,18 @@ def resolve_use(spec: UseSpec = None) -> dict[str, str]:
                                f"{component} is provided by: {', '.join(providers)}.")
         chosen[component] = impl_set
     return chosen
+
+
+def one_set(spec: str, what: str) -> tuple[str, list[str] | None]:
+    """`student` -> ("student", None); `student:attention,student:mlp` -> ("student", ["attention", "mlp"]): a spec
+    that names one implementation set, as `nanogpt check` and `nanogpt reset` take."""
+    targets = parse_targets(spec, what)
+    sets = sorted({t.impl_set for t in targets})
+    if len(sets) != 1:
+        raise UseSpecError(f"{what} names one implementation set at a time; got {', '.join(sets)}.")
+    components = [known_component(t.component) for t in targets if t.component is not None]
+    whole = any(t.component is None for t in targets)
+    return known_set(sets[0]), None if whole else components
 
 
 def format_use(chosen: Mapping[str, str]) -> str:
