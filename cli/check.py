@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from nanogpt_core.checks import run_checks
 from nanogpt_core.model.use_spec import one_set
 
 STATUS_STYLE = {"pass": "green", "fail": "bold red", "not implemented": "yellow", "skipped": "dim"}
@@ -36,8 +37,6 @@ def check_command(target: str, as_json: bool, device: str) -> int:
     A component whose skeleton still raises NotImplementedError is reported as "not implemented". Exit code 0 when
     everything checked passes, 1 when a check fails or a component is not implemented.
     """
-    from nanogpt_core.checks import run_checks  # late: the checks build models
-
     torch.set_num_threads(1)  # tiny models: one thread is fastest, and fair on a shared machine
     impl_set, components = one_set(target, "check target")
     results = run_checks(impl_set, components, device=device)

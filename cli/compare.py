@@ -13,6 +13,7 @@ from rich.text import Text
 from nanogpt_cli.interop import pretrained_compare_command
 from nanogpt_core.compare import Report, compare
 from nanogpt_core.compare.curves import DATA_CHOICES, every, sparkline
+from nanogpt_core.compare.plot import plot_comparison
 
 STYLE = {"pass": "bold green", "fail": "bold red", "not implemented": "bold yellow", "skipped": "dim"}
 
@@ -53,8 +54,6 @@ def compare_command(use: str, steps: int, device: str, json_path: str | None, pl
         report = compare(use, steps=steps, device=device, seed=seed, batch_size=batch_size, data=data,
                          mode="design" if design else "equal", progress=lambda message: status.update(message + "…"))
     if plot_path and report.training is not None:
-        from nanogpt_core.compare.plot import plot_comparison
-
         plot_comparison(report.training, plot_path)
     if json_path == "-":
         click.echo(json.dumps(report.to_dict(), indent=2))

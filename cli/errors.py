@@ -20,6 +20,7 @@ from rich.text import Text
 
 from nanogpt_core.errors import NanoGPTError
 from nanogpt_core.learn.diagnose import Diagnosis, diagnose
+from nanogpt_core.model.use_spec import resolve_use
 
 _REFERENCE_TAIL = re.compile(r"\s*Reference:\s*\S+\s*$")
 EXIT_INTERRUPTED = 130  # the shell's convention for a process ended by SIGINT
@@ -39,8 +40,6 @@ def rerun_command(argv: list[str] | None) -> str:
 
 def use_from_argv(argv: list[str] | None) -> dict[str, str] | None:
     """{component: impl_set} from the command's `--use`, so a diagnosis can name the swapped-in suspects."""
-    from nanogpt_core.model.use_spec import resolve_use
-
     args = sys.argv[1:] if argv is None else argv
     for i, a in enumerate(args):
         spec = a.split("=", 1)[1] if a.startswith("--use=") else args[i + 1] if a == "--use" and i + 1 < len(args) \

@@ -7,7 +7,8 @@ from pathlib import Path
 import click
 
 from nanogpt_core.errors import UseSpecError
-from nanogpt_core.learn.workspace import STUDENT_SET, reset_components
+from nanogpt_core.learn.workspace import reset_components
+from nanogpt_core.model.registry import STUDENT_SET
 from nanogpt_core.model.use_spec import one_set, parse_targets
 
 

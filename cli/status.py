@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from nanogpt_core.learn.status import learner_status
-from nanogpt_core.learn.workspace import STUDENT_SET
+from nanogpt_core.model.registry import STUDENT_SET
 
 STATE_STYLE = {
     "not started": "dim",

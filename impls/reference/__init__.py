@@ -1,6 +1,7 @@
 """The reference implementation set: nanochat's `gpt.py`, one component per file."""
 
 from nanogpt_core.model.hookspecs import hookimpl
+from nanogpt_core.model.registry import REFERENCE_SET
 from nanogpt_impls.reference.attention import CausalSelfAttention
 from nanogpt_impls.reference.block import Block
 from nanogpt_impls.reference.generate import generate
@@ -13,11 +14,11 @@ from nanogpt_impls.reference.rotary import Rotary
 
 @hookimpl
 def register_components(register):
-    register("reference", "norm", RMSNorm)
-    register("reference", "rotary", Rotary)
-    register("reference", "attention", CausalSelfAttention)
-    register("reference", "mlp", MLP)
-    register("reference", "block", Block)
-    register("reference", "init", init_weights)
-    register("reference", "optimizer", setup_optimizers)
-    register("reference", "generate", generate)
+    register(REFERENCE_SET, "norm", RMSNorm)
+    register(REFERENCE_SET, "rotary", Rotary)
+    register(REFERENCE_SET, "attention", CausalSelfAttention)
+    register(REFERENCE_SET, "mlp", MLP)
+    register(REFERENCE_SET, "block", Block)
+    register(REFERENCE_SET, "init", init_weights)
+    register(REFERENCE_SET, "optimizer", setup_optimizers)
+    register(REFERENCE_SET, "generate", generate)

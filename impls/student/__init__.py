@@ -11,9 +11,10 @@ component fails, with a one-line message naming the file, and every other comman
 from nanogpt_core.model.component_files import import_component
 from nanogpt_core.model.contracts import COMPONENT_NAMES
 from nanogpt_core.model.hookspecs import hookimpl
+from nanogpt_core.model.registry import STUDENT_SET
 
 
 @hookimpl
 def register_components(register):
     for component in COMPONENT_NAMES:  # norm, rotary, attention, mlp, block, init, optimizer, generate
-        register("student", component, import_component(f"{__name__}.{component}", component))
+        register(STUDENT_SET, component, import_component(f"{__name__}.{component}", component))

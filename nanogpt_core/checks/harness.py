@@ -13,9 +13,9 @@ import torch.nn as nn
 
 from nanogpt_core.model.assembly import GPT, ROTARY_BASE, build_model
 from nanogpt_core.model.config import GPTConfig
-from nanogpt_core.model.registry import get_implementation
+from nanogpt_core.model.registry import REFERENCE_SET, get_implementation
 
-REFERENCE = "reference"
+REFERENCE = REFERENCE_SET
 
 
 def default_check_config() -> GPTConfig:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 import torch.nn as nn
 
-from nanogpt_core.checks.harness import Bench, key_diff
+from nanogpt_core.checks.harness import REFERENCE, Bench, key_diff
 from nanogpt_core.checks.result import CheckResult, diff_tensors
 from nanogpt_core.model.kv_cache import KVCache
 
@@ -65,7 +65,7 @@ def gradient_check(name: str, module: nn.Module, inputs: list[torch.Tensor], out
 
 
 def param_shape_check(b: Bench) -> CheckResult:
-    cand, ref = b.build(), b.build(impl_set="reference")
+    cand, ref = b.build(), b.build(impl_set=REFERENCE)
     diff = key_diff(cand, ref)
     numbers = {"keys": sorted(cand.state_dict())}
     if diff:
@@ -280,7 +280,7 @@ def _scaled_copy(b: Bench, module: nn.Module, scales: dict[str, float]) -> nn.Mo
 def attention_qk_norm(b: Bench) -> CheckResult:
     """With QK-norm, q and k are normalised per head, so scaling c_q and c_k cannot change the output."""
     attn, x = b.build(), b.x()
-    if key_diff(attn, b.build(impl_set="reference")):
+    if key_diff(attn, b.build(impl_set=REFERENCE)):
         return param_shape_check(b)
     cos_sin = b.cos_sin(x.size(1))
     scaled = _scaled_copy(b, attn, {"c_q": 8.0, "c_k": 8.0})
@@ -295,7 +295,7 @@ def attention_gqa_mapping(b: Bench) -> CheckResult:
     cfg = b.config
     H, Hkv, D = cfg.n_head, cfg.n_kv_head, cfg.head_dim
     attn, x = b.build(), b.x()
-    if key_diff(attn, b.build(impl_set="reference")):
+    if key_diff(attn, b.build(impl_set=REFERENCE)):
         return param_shape_check(b)
     state = dict(attn.state_dict())
     state["c_proj.weight"] = torch.eye(cfg.n_embd)  # read each head's output straight off

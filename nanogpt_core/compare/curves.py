@@ -11,6 +11,7 @@ import torch
 
 from nanogpt_core.checks.harness import seeded
 from nanogpt_core.compare.report import Curve
+from nanogpt_core.data.corpus import default_corpus_documents
 from nanogpt_core.data.loader import TokenLoader
 from nanogpt_core.device import autocast_context, synchronize
 from nanogpt_core.model.assembly import build_model
@@ -47,8 +48,6 @@ def synthetic_stream(n_tokens: int, vocab_size: int, seed: int) -> torch.Tensor:
 
 def corpus_stream(vocab_size: int) -> torch.Tensor:
     """The built-in corpus as a UTF-8 byte stream, documents separated by a 0 byte (bytes >= vocab wrap around)."""
-    from nanogpt_core.data.corpus import default_corpus_documents
-
     data = b"\0".join(doc.encode("utf-8") for doc in default_corpus_documents())
     return torch.frombuffer(bytearray(data), dtype=torch.uint8).to(torch.int64) % vocab_size
 

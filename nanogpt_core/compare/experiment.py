@@ -32,8 +32,10 @@ from nanogpt_core.data.tokenizer import TOKENIZER_DIR
 from nanogpt_core.device import resolve_device
 from nanogpt_core.errors import ConfigError, TrainingError
 from nanogpt_core.files import RUNS_DIR, timestamped_folder, write_text_atomic
+from nanogpt_core.model.registry import REFERENCE_SET
 from nanogpt_core.model.use_spec import format_use, resolve_use
 from nanogpt_core.train.loop import train
+from nanogpt_core.train.plots import save_figure
 from nanogpt_core.train.run_log import read_metrics
 from nanogpt_core.train.settings import CONFIG_FILE, TrainResult, TrainSettings
 
@@ -119,7 +121,7 @@ class ExperimentResult:
                 "tok/s": f"{s.tokens_per_sec_mean:,.0f}",
                 "params": f"{s.num_params:,}",
                 "peak memory": format_bytes(s.peak_memory_bytes),
-                **({"checks": f"{self.checks[s.name]} pass" if s.name in self.checks else "reference"}
+                **({"checks": f"{self.checks[s.name]} pass" if s.name in self.checks else REFERENCE_SET}
                    if self.checks else {}),
             })
         return rows
@@ -286,7 +288,7 @@ def check_variants(variants: Mapping[str, str], say: Progress) -> dict[str, int]
     """The design checks of every variant: {name: checks passed}; ConfigError naming every failure otherwise."""
     passed, problems = {}, []
     for name, spec in variants.items():
-        if spec == "reference":
+        if spec == REFERENCE_SET:
             continue  # the reference is what the checks are measured against
         say(f"checking {name} ({spec})")
         results = design_checks(spec)
@@ -414,6 +416,4 @@ def plot_loss_curves(result: ExperimentResult, out_path: str | Path) -> Path:
            ylabel="cross-entropy (nats/token)")
     ax.grid(alpha=0.3)
     ax.legend()
-    from nanogpt_core.train.plots import save_figure
-
     return save_figure(fig, out_path)

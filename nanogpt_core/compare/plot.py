@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from nanogpt_core.compare.report import TrainingComparison
+from nanogpt_core.train.plots import save_figure
 
 
 def plot_comparison(training: TrainingComparison, out_path: str | Path) -> Path:
@@ -29,6 +30,4 @@ def plot_comparison(training: TrainingComparison, out_path: str | Path) -> Path:
     ax_diff.set(xlabel="step", ylabel="candidate - reference")
     for a in (ax, ax_diff):
         a.grid(alpha=0.3)
-    from nanogpt_core.train.plots import save_figure
-
     return save_figure(fig, out_path)

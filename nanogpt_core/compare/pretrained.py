@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from nanogpt_core.io.checkpoint import load_model
+from nanogpt_core.model.registry import REFERENCE_SET
 from nanogpt_core.model.use_spec import UseSpec, format_use
 from nanogpt_core.train.sampling import SAMPLE_MAX_TOKENS, SAMPLE_PROMPTS, check_sampling_args, prompt_tokens
 
@@ -51,7 +53,7 @@ class PretrainedComparison:
 
     @property
     def use_spec(self) -> str:
-        return format_use(self.candidate_use) or "reference"
+        return format_use(self.candidate_use)
 
     @property
     def max_abs_diff(self) -> float:
@@ -86,9 +88,7 @@ def compare_in_pretrained(
     tolerance: float = DEFAULT_TOLERANCE,
 ) -> PretrainedComparison:
     """Load `ckpt` twice, all-reference and with `use`, and compare them on `prompts` (see the module docstring)."""
-    from nanogpt_core.io.checkpoint import load_model
-
-    reference, tokenizer, meta = load_model(ckpt, use="reference", device=device)
+    reference, tokenizer, meta = load_model(ckpt, use=REFERENCE_SET, device=device)
     candidate, _, cand_meta = load_model(ckpt, use=use, device=device)
     report = PretrainedComparison(checkpoint=meta["path"], step=meta["step"], candidate_use=cand_meta["use"],
                                   tolerance=tolerance)

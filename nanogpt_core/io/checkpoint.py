@@ -32,7 +32,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from nanogpt_core.data.tokenizer import TOKENIZER_DIR
+from nanogpt_core.data.tokenizer import TOKENIZER_DIR, Tokenizer
+from nanogpt_core.device import resolve_device
 from nanogpt_core.errors import CheckpointError, NanoGPTError
 from nanogpt_core.files import (
     TMP_PREFIX,
@@ -43,6 +44,7 @@ from nanogpt_core.files import (
     write_json_atomic,
     write_text_atomic,
 )
+from nanogpt_core.model.assembly import build_model
 from nanogpt_core.model.config import GPTConfig
 from nanogpt_core.model.use_spec import format_use, resolve_use
 
@@ -454,9 +456,6 @@ def load_model(path: str | Path, use: Any = None, device: str | torch.device | N
     choice is logged, so it is never silent. `meta` holds step, config, use (recorded and loaded), the tokenizer
     fingerprint and the folder.
     """
-    from nanogpt_core.device import resolve_device
-    from nanogpt_core.model.assembly import build_model
-
     dev = resolve_device(device)
     ckpt = load_checkpoint(path, device="cpu", load_optimizer=False)
     tokenizer = load_tokenizer(ckpt)
@@ -464,7 +463,7 @@ def load_model(path: str | Path, use: Any = None, device: str | torch.device | N
     chosen = recorded if use is None else resolve_use(use)
     if chosen != recorded:
         log.warning("Loading %s with --use %s (trained with %s); weights are shared by contract.",
-                    ckpt.path, format_use(chosen) or "reference", format_use(recorded) or "reference")
+                    ckpt.path, format_use(chosen), format_use(recorded))
     model = build_model(ckpt.config, use=chosen, device=dev)
     load_model_state(model, ckpt.model_state)
     model.eval()
@@ -476,8 +475,6 @@ def load_model(path: str | Path, use: Any = None, device: str | torch.device | N
 
 def load_tokenizer(ckpt: Checkpoint):
     """The checkpoint's tokenizer, refused if it is not the one the weights were trained with."""
-    from nanogpt_core.data.tokenizer import Tokenizer
-
     if not ckpt.tokenizer_dir.is_dir():
         raise CheckpointError(f"{ckpt.path} has no {TOKENIZER_DIR}/ folder; the checkpoint is incomplete.")
     try:

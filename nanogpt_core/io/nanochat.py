@@ -37,6 +37,7 @@ from nanogpt_core.errors import CheckpointError, NanoGPTError
 from nanogpt_core.files import atomic_write
 from nanogpt_core.io.checkpoint import CHECKPOINTS_DIR, load_checkpoint, load_tokenizer, save_checkpoint
 from nanogpt_core.io.safe_unpickle import read_tiktoken_pickle
+from nanogpt_core.model.assembly import build_model
 from nanogpt_core.model.config import GPTConfig
 
 log = logging.getLogger("nanogpt")
@@ -288,8 +289,6 @@ def import_nanochat(
     Returns the checkpoint folder (OUT_DIR/checkpoints/step_N). `nanogpt sample OUT_DIR` and `load_model(OUT_DIR)`
     then work as on a model trained here; there is no optimizer state, so it cannot resume training.
     """
-    from nanogpt_core.model.assembly import build_model
-
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise CheckpointError(f"{out} already exists and is not empty; choose a new folder for the imported model.")

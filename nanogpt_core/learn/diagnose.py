@@ -25,11 +25,11 @@ from typing import Any
 import torch
 
 from nanogpt_core.model.contracts import BY_NAME, COMPONENT_NAMES
+from nanogpt_core.model.registry import REFERENCE_SET, registrations
 
 TODO_PREFIX = "TODO: Implement"
 EXIT_TODO = 3  # a component is not implemented yet: the expected state while learning
 EXIT_COMPONENT_BUG = 4  # a component raised something else: a bug in that component
-REFERENCE_SET = "reference"
 _REFERENCE_RE = re.compile(r"Reference:\s*(\S+\.py)")
 _TODO_RE = re.compile(r"TODO: Implement\s+([A-Za-z_]\w*)\.([A-Za-z_]\w*)")
 MAX_LOCALS = 8
@@ -121,8 +121,6 @@ class _Owners:
 
 
 def _owners() -> _Owners:
-    from nanogpt_core.model.registry import registrations  # late: the registry imports the implementations
-
     by_code: dict[types.CodeType, list[tuple[str, str]]] = {}
     by_file: dict[str, set[str]] = {}
     sets_by_file: dict[str, list[tuple[str, str]]] = {}

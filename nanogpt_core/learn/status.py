@@ -24,12 +24,14 @@ from typing import Any
 
 import torch
 
+from nanogpt_core.checks import matches_reference, run_checks
 from nanogpt_core.errors import ComponentImportError
 from nanogpt_core.learn.diagnose import TODO_PREFIX, diagnose
-from nanogpt_core.learn.workspace import STUDENT_SET, is_pristine
+from nanogpt_core.learn.workspace import is_pristine
+from nanogpt_core.model.assembly import build_model
 from nanogpt_core.model.config import GPTConfig
 from nanogpt_core.model.contracts import COMPONENT_NAMES
-from nanogpt_core.model.registry import registrations
+from nanogpt_core.model.registry import STUDENT_SET, registrations
 from nanogpt_core.model.use_spec import known_set
 
 DONE = "matches reference"
@@ -66,8 +68,6 @@ def smoke_run(use: str | dict[str, str] | None, config: GPTConfig | None = None,
 
     Returns the name of the last phase reached ("generate" when all pass). A non-finite loss raises
     FloatingPointError, as training would be meaningless."""
-    from nanogpt_core.model.assembly import build_model  # late: keeps `import nanogpt_core.learn.status` light
-
     config = config or smoke_config()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
@@ -149,8 +149,6 @@ def component_status(impl_set: str, component: str, directory: Path | None = Non
         return status
     if not with_checks:
         return ComponentStatus(component, "implemented")
-    from nanogpt_core.checks import matches_reference, run_checks
-
     results = run_checks(impl_set, [component])
     ran = [r for r in results if r.passed is not None]
     failed = [r for r in ran if not r.passed]

@@ -23,7 +23,6 @@ from pathlib import Path
 from nanogpt_core.model.contracts import COMPONENT_NAMES
 from nanogpt_core.model.use_spec import known_component
 
-STUDENT_SET = "student"
 STUDENT_DIR_ENV = "NANOGPT_STUDENT_DIR"
 BACKUP_DIR = ".backups"
 

@@ -28,6 +28,7 @@ from nanogpt_core.model.config import GPTConfig
 from nanogpt_core.model.contracts import BY_NAME, COMPONENT_NAMES
 from nanogpt_core.model.kv_cache import KVCache
 from nanogpt_core.model.registry import get_implementation
+from nanogpt_core.model.trace import print_config_banner, trace_construction
 from nanogpt_core.model.use_spec import UseSpec, format_use, resolve_use
 
 LOGIT_SOFTCAP = 15.0  # logits = 15 * tanh(z / 15): bounded, so no single logit can run away early in training
@@ -154,8 +155,6 @@ def build_model(
 
     `trace` ("flow" or "stats", as `--debug`) prints the seed's config banner and one line per component constructed
     (see `nanogpt_core.model.trace`)."""
-    from nanogpt_core.model.trace import print_config_banner, trace_construction  # the trace is optional machinery
-
     chosen = resolve_use(use)
     parts = {component: get_implementation(chosen[component], component) for component in COMPONENT_NAMES}
     if trace:

@@ -18,6 +18,8 @@ from nanogpt_core.model import hookspecs
 from nanogpt_core.model.contracts import BY_NAME, COMPONENT_NAMES, missing_members
 
 ENTRY_POINT_GROUP = "nanogpt"
+REFERENCE_SET = "reference"  # nanochat's numerics: the default of every component, and what all is compared with
+STUDENT_SET = "student"  # the skeletons a learner fills in
 BUILTIN_PLUGINS = ("nanogpt_impls.reference", "nanogpt_impls.student")
 
 pm = pluggy.PluginManager("nanogpt")
@@ -132,7 +134,7 @@ def registrations(refresh: bool = False) -> dict[tuple[str, str], Registration]:
 def implementation_sets() -> list[str]:
     sets = sorted({s for s, _ in registrations()})
     # reference first, student second: the order a learner thinks in
-    return sorted(sets, key=lambda s: (s != "reference", s != "student", s))
+    return sorted(sets, key=lambda s: (s != REFERENCE_SET, s != STUDENT_SET, s))
 
 
 def get_implementation(impl_set: str, component: str) -> Any:

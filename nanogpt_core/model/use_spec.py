@@ -18,10 +18,9 @@ from dataclasses import dataclass
 
 from nanogpt_core.errors import UseSpecError
 from nanogpt_core.model.contracts import COMPONENT_NAMES
-from nanogpt_core.model.registry import implementation_sets, registrations
+from nanogpt_core.model.registry import REFERENCE_SET, implementation_sets, registrations
 
-REFERENCE_SET = "reference"  # the set every component defaults to, and the one everything is compared against
-DEFAULT_SET = REFERENCE_SET
+DEFAULT_SET = REFERENCE_SET  # what a component not named in a spec comes from
 UseSpec = str | Mapping[str, str] | None
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from nanogpt_core.errors import ConfigError
+from nanogpt_core.errors import ComponentError, ConfigError
 
 # How long a rank waits for the others in one collective before giving up. torchrun ends all workers when one dies,
 # so this only matters if a rank hangs without dying; nanochat keeps torch's default (10 minutes) too.
@@ -135,8 +135,6 @@ def check_every_parameter_used(model: torch.nn.Module) -> None:
     never produces one, so its bucket never fills and the next step dies inside DDP with "Expected to have finished
     reduction in the prior iteration". One process would train on silently (that weight just never changes).
     """
-    from nanogpt_core.errors import ComponentError
-
     unused = [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None]
     if unused:
         more = f" (and {len(unused) - 1} more)" if len(unused) > 1 else ""
