@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from nanogpt_cli.errors import debug_option
 from nanogpt_core.checks import run_checks
 from nanogpt_core.model.use_spec import one_set
 
@@ -30,6 +31,7 @@ def _numbers(numbers: dict) -> str:
 @click.argument("target", metavar="SET[:COMPONENT,...]")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 @click.option("--device", default="cpu", show_default=True, help="Device to run the checks on.")
+@debug_option
 def check_command(target: str, as_json: bool, device: str) -> int:
     """Run the contract checks of one implementation set (or some of its components).
 

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from nanogpt_cli.errors import debug_option, remember_use
 from nanogpt_cli.interop import pretrained_compare_command
 from nanogpt_core.compare import Report, compare
 from nanogpt_core.compare.curves import DATA_CHOICES, every, sparkline
@@ -19,7 +20,7 @@ STYLE = {"pass": "bold green", "fail": "bold red", "not implemented": "bold yell
 
 
 @click.command("compare")
-@click.option("--use", "use", default="student", show_default=True,
+@click.option("--use", "use", default="student", show_default=True, callback=remember_use,
               help="The candidate: 'student:attention,student:mlp', or a whole set like 'student'.")
 @click.option("--steps", default=50, show_default=True, type=click.IntRange(min=0),
               help="Training steps of the side-by-side run (0 skips training).")
@@ -39,6 +40,7 @@ STYLE = {"pass": "bold green", "fail": "bold red", "not implemented": "bold yell
 @click.option("--design", is_flag=True,
               help="The candidate is a different design (an experiment such as swiglu:mlp), not a re-implementation: "
                    "no equality verdict, only the checks that still apply, the loss curves, speed and memory.")
+@debug_option
 def compare_command(use: str, steps: int, device: str, json_path: str | None, plot_path: str | None, data: str,
                     batch_size: int, seed: int, checkpoint: str | None, design: bool) -> int:
     """Compare components with the reference and give a verdict per component.

@@ -6,12 +6,14 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from nanogpt_cli.errors import debug_option
 from nanogpt_core.model.contracts import COMPONENTS
 from nanogpt_core.model.registry import implementation_sets, registrations
 
 
 @click.command("components")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON instead of a table.")
+@debug_option
 def components_command(as_json: bool) -> None:
     """List the components, their implementations and which plugin provides each."""
     regs = registrations()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from nanogpt_cli.errors import debug_option
 from nanogpt_core.data.download import DATASETS, ENV_DATA_DIR, data_dir, download_dataset
 
 
@@ -13,6 +14,7 @@ def data_group() -> None:
 
 
 @data_group.command("list")
+@debug_option
 def list_command() -> None:
     """Show the datasets `nanogpt data download` knows."""
     for dataset in DATASETS.values():
@@ -28,6 +30,7 @@ def list_command() -> None:
               help=f"Data folder (default: ${ENV_DATA_DIR} or ~/.cache/nanogpt/data).")
 @click.option("--base-url", default=None, help="Fetch from a mirror: <base-url>/<dataset>/<file>.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
+@debug_option
 def download_command(name: str, shards: int | None, directory: str | None, base_url: str | None,
                      progress: bool | None) -> None:
     """Download dataset NAME (see `nanogpt data list`), resuming partial downloads and checking SHA-256s."""

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import re
 import shlex
-import sys
 import traceback
+from dataclasses import dataclass, field
 
 import click
 from rich.console import Console
@@ -26,30 +26,49 @@ _REFERENCE_TAIL = re.compile(r"\s*Reference:\s*\S+\s*$")
 EXIT_INTERRUPTED = 130  # the shell's convention for a process ended by SIGINT
 
 
-def debug_requested(argv: list[str] | None = None) -> bool:
-    """`--debug` anywhere on the command line (also `--debug=stats`) shows tracebacks."""
-    args = sys.argv[1:] if argv is None else argv
-    return any(a == "--debug" or a.startswith("--debug=") for a in args)
+@dataclass
+class Invocation:
+    """What error reporting needs to know of the command line, filled in by click as it parses the options (the
+    root context's `obj`): the `--use` spec (so a diagnosis can name the swapped-in suspects) and `--debug`."""
+
+    argv: list[str] = field(default_factory=list)
+    use: str | None = None
+    debug: bool = False
 
 
-def rerun_command(argv: list[str] | None) -> str:
+def remember_use(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Option callback for every `--use`: record the spec for error reporting, pass the value on unchanged."""
+    if value is not None and isinstance(ctx.obj, Invocation):
+        ctx.obj.use = value
+    return value
+
+
+def remember_debug(ctx: click.Context, param: click.Parameter, value) -> object:
+    """Option callback for every `--debug`: any value but off shows tracebacks."""
+    if value and isinstance(ctx.obj, Invocation):
+        ctx.obj.debug = True
+    return value
+
+
+def debug_option(command):
+    """`--debug` on a command that has no trace of its own: the full traceback of an error."""
+    return click.option("--debug", is_flag=True, expose_value=False, callback=remember_debug, is_eager=True,
+                        help="Show the full traceback of an error.")(command)
+
+
+def rerun_command(argv: list[str]) -> str:
     """The command the user ran, to copy and run again."""
-    args = sys.argv[1:] if argv is None else argv
-    return "nanogpt " + shlex.join(args) if args else "nanogpt"
+    return "nanogpt " + shlex.join(argv) if argv else "nanogpt"
 
 
-def use_from_argv(argv: list[str] | None) -> dict[str, str] | None:
-    """{component: impl_set} from the command's `--use`, so a diagnosis can name the swapped-in suspects."""
-    args = sys.argv[1:] if argv is None else argv
-    for i, a in enumerate(args):
-        spec = a.split("=", 1)[1] if a.startswith("--use=") else args[i + 1] if a == "--use" and i + 1 < len(args) \
-            else None
-        if spec is not None:
-            try:
-                return resolve_use(spec)
-            except Exception:
-                return None
-    return None
+def _chosen_use(spec: str | None) -> dict[str, str] | None:
+    """{component: impl_set} of the command's `--use`, so a diagnosis can name the swapped-in suspects."""
+    if spec is None:
+        return None
+    try:
+        return resolve_use(spec)
+    except NanoGPTError:
+        return None
 
 
 def render_diagnosis(d: Diagnosis, command: str, console: Console | None = None) -> None:
@@ -87,8 +106,9 @@ def render_diagnosis(d: Diagnosis, command: str, console: Console | None = None)
         console.print("(run again with --debug for the full traceback)")
 
 
-def report_exception(exc: BaseException, debug: bool, argv: list[str] | None = None) -> int:
+def report_exception(exc: BaseException, invocation: Invocation) -> int:
     """Print what went wrong and return the exit code."""
+    debug = invocation.debug
     if debug:
         traceback.print_exception(exc)
     if isinstance(exc, KeyboardInterrupt):
@@ -98,11 +118,11 @@ def report_exception(exc: BaseException, debug: bool, argv: list[str] | None = N
         click.echo(f"Error: {exc}", err=True)
         return exc.exit_code
     try:
-        diagnosis = diagnose(exc, use_from_argv(argv))
+        diagnosis = diagnose(exc, _chosen_use(invocation.use))
     except Exception:  # a failing diagnosis must never hide the original error
         diagnosis = None
     if diagnosis is not None:
-        render_diagnosis(diagnosis, rerun_command(argv))
+        render_diagnosis(diagnosis, rerun_command(invocation.argv))
         return diagnosis.exit_code
     hint = "" if debug else " (run again with --debug for the traceback)"
     click.echo(f"Error: {type(exc).__name__}: {exc}{hint}", err=True)

@@ -13,6 +13,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from nanogpt_cli.errors import debug_option
 from nanogpt_core.compare.experiment import (
     DEFAULT_SEEDS,
     PLOT_FILE,
@@ -45,6 +46,7 @@ from nanogpt_core.device import DEVICE_CHOICES
 @click.option("--device", type=click.Choice(DEVICE_CHOICES), default=None, help="Where to train. [default: auto]")
 @click.option("--check/--no-check", default=True, show_default=True,
               help="First run the contract checks that apply to a different design; refuse a variant that fails.")
+@debug_option
 def experiment_command(variants: tuple[str, ...], steps: int, seeds: int, out: str | None, check: bool,
                        **flags) -> None:
     """Train variants side by side (same data, batches, seeds) and compare val bpb, speed, size and memory."""

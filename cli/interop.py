@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from nanogpt_cli.errors import debug_option, remember_use
 from nanogpt_core.compare.pretrained import DEFAULT_TOLERANCE, PretrainedComparison, compare_in_pretrained
 from nanogpt_core.device import DEVICE_CHOICES
 from nanogpt_core.io.checkpoint import load_checkpoint
@@ -35,6 +36,7 @@ def import_group() -> None:
 @click.option("--step", type=click.IntRange(min=0), default=None, help="Which saved step (default: the newest).")
 @click.option("--tokenizer", "tokenizer_dir", type=click.Path(file_okay=False), default=None,
               help="Folder with tokenizer.pkl (default: SRC_DIR/tokenizer, SRC_DIR, or SRC_DIR/../../tokenizer).")
+@debug_option
 def import_nanochat_command(src_dir: str, out_dir: str, step: int | None, tokenizer_dir: str | None) -> None:
     """Import a nanochat checkpoint (model_N.pt + meta_N.json + tokenizer.pkl) into OUT_DIR.
 
@@ -65,6 +67,7 @@ def export_group() -> None:
 @click.argument("checkpoint", metavar="CKPT")
 @click.argument("out_dir", metavar="OUT_DIR", type=click.Path(file_okay=False))
 @click.option("--overwrite", is_flag=True, help="Replace files of the same names in OUT_DIR.")
+@debug_option
 def export_nanochat_command(checkpoint: str, out_dir: str, overwrite: bool) -> None:
     """Export CKPT (a run folder or checkpoint folder) as nanochat's model_N.pt, meta_N.json and tokenizer/.
 
@@ -78,7 +81,7 @@ def export_nanochat_command(checkpoint: str, out_dir: str, overwrite: bool) -> N
 
 @click.command("pretrained-compare")
 @click.argument("checkpoint", metavar="CKPT")
-@click.option("--use", "use", default="student", show_default=True,
+@click.option("--use", "use", default="student", show_default=True, callback=remember_use,
               help="The candidate assembly, e.g. 'student:attention'; compared with all-reference on the same weights.")
 @click.option("--prompt", "prompts", multiple=True, help="A prompt (repeatable; default: a few fixed ones).")
 @click.option("--max-tokens", "--max_tokens", "max_tokens", type=click.IntRange(min=1), default=SAMPLE_MAX_TOKENS,
@@ -87,6 +90,7 @@ def export_nanochat_command(checkpoint: str, out_dir: str, overwrite: bool) -> N
               help="Largest |logit difference| that still passes.")
 @click.option("--device", type=click.Choice(DEVICE_CHOICES), default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@debug_option
 def pretrained_compare_command(checkpoint: str, use: str, prompts: tuple[str, ...], max_tokens: int,
                                tolerance: float, device: str, as_json: bool) -> int:
     """Run your components inside a pretrained model: logits difference and generated text, side by side.

@@ -10,7 +10,7 @@ from nanogpt_cli.check import check_command
 from nanogpt_cli.compare import compare_command
 from nanogpt_cli.components import components_command
 from nanogpt_cli.data import data_group
-from nanogpt_cli.errors import EXIT_INTERRUPTED, debug_requested, report_exception
+from nanogpt_cli.errors import EXIT_INTERRUPTED, Invocation, report_exception
 from nanogpt_cli.experiment import experiment_command
 from nanogpt_cli.interop import export_group, import_group, pretrained_compare_command
 from nanogpt_cli.reset import reset_command
@@ -23,10 +23,13 @@ from nanogpt_cli.train import train_command
 class NanoGPTGroup(click.Group):
     """A click group that turns every failure into one clear line and an exit code (traceback behind --debug)."""
 
-    def main(self, *args, **kwargs):
+    def main(self, args=None, *rest, **kwargs):
         kwargs["standalone_mode"] = False  # we print errors ourselves
+        argv = list(sys.argv[1:] if args is None else args)
+        invocation = Invocation(argv)  # filled in by the --use/--debug options as click parses them
+        kwargs["obj"] = invocation
         try:
-            result = super().main(*args, **kwargs)
+            result = super().main(argv, *rest, **kwargs)
         except click.ClickException as exc:  # bad flags: click's own one-line usage error
             exc.show()
             sys.exit(exc.exit_code)
@@ -37,8 +40,7 @@ class NanoGPTGroup(click.Group):
             click.echo("Aborted.", err=True)
             sys.exit(1)
         except (Exception, KeyboardInterrupt) as exc:
-            argv = kwargs.get("args") or (args[0] if args else None) or sys.argv[1:]
-            sys.exit(report_exception(exc, debug_requested(list(argv)), list(argv)))
+            sys.exit(report_exception(exc, invocation))
         sys.exit(result if isinstance(result, int) else 0)
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from nanogpt_cli.errors import debug_option
 from nanogpt_core.errors import UseSpecError
 from nanogpt_core.learn.workspace import reset_components
 from nanogpt_core.model.registry import STUDENT_SET
@@ -29,6 +30,7 @@ def _show(path: Path) -> str:
 
 @click.command("reset")
 @click.argument("target", metavar="student[:COMPONENT,...]")
+@debug_option
 def reset_command(target: str) -> None:
     """Restore student skeletons from the pristine copies; your current file is backed up first.
 

@@ -12,6 +12,7 @@ import logging
 
 import click
 
+from nanogpt_cli.errors import debug_option, remember_use
 from nanogpt_core.device import DEVICE_CHOICES
 from nanogpt_core.io.checkpoint import load_model
 from nanogpt_core.train.sampling import prompt_tokens, stream_text
@@ -26,8 +27,10 @@ from nanogpt_core.train.sampling import prompt_tokens, stream_text
 @click.option("--top-k", "--top_k", "top_k", type=int, default=None,
               help="Sample among the k most likely tokens only (default: all).")
 @click.option("--seed", type=int, default=42, show_default=True, help="Same seed, same text.")
-@click.option("--use", default=None, help="Swap implementations at load time, e.g. 'student:attention'.")
+@click.option("--use", default=None, callback=remember_use,
+              help="Swap implementations at load time, e.g. 'student:attention'.")
 @click.option("--device", type=click.Choice(DEVICE_CHOICES), default="auto", show_default=True)
+@debug_option
 def sample_command(checkpoint: str, prompt: str, max_tokens: int, temperature: float, top_k: int | None, seed: int,
                    use: str | None, device: str) -> None:
     """Generate text from a checkpoint, printed as it is produced."""

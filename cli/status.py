@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from nanogpt_cli.errors import debug_option, remember_use
 from nanogpt_core.learn.status import learner_status
 from nanogpt_core.model.registry import STUDENT_SET
 
@@ -30,10 +31,11 @@ def _short(message: str) -> str:
 
 
 @click.command("status")
-@click.option("--use", "impl_set", default=STUDENT_SET, show_default=True, metavar="SET",
+@click.option("--use", "impl_set", default=STUDENT_SET, show_default=True, metavar="SET", callback=remember_use,
               help="The implementation set to report on.")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 @click.option("--no-checks", is_flag=True, help="Only the smoke run (faster): skip contract and reference checks.")
+@debug_option
 def status_command(impl_set: str, as_json: bool, no_checks: bool) -> None:
     """Show each component's state in the order a run meets it, and what to do next.
 

@@ -6,6 +6,7 @@ import time
 
 import click
 
+from nanogpt_cli.errors import debug_option
 from nanogpt_core.data.corpus import load_documents, split_documents
 from nanogpt_core.data.tokenizer import DEFAULT_VOCAB_SIZE, Tokenizer
 
@@ -22,6 +23,7 @@ def tokenizer_group() -> None:
               help="Text file, folder of .txt/.md files or parquet shards (default: the built-in corpus).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="tokenizer", show_default=True,
               help="Folder to save the tokenizer in.")
+@debug_option
 def train_command(vocab_size: int, data_path: str | None, out_dir: str) -> None:
     """Train a tokenizer on the training split of the data (validation text stays unseen) and save it."""
     train_docs, val_docs = split_documents(load_documents(data_path))

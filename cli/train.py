@@ -16,7 +16,7 @@ from dataclasses import fields
 import click
 from click.core import ParameterSource
 
-from nanogpt_cli.errors import EXIT_INTERRUPTED
+from nanogpt_cli.errors import EXIT_INTERRUPTED, remember_debug, remember_use
 from nanogpt_core.device import DEVICE_CHOICES
 from nanogpt_core.train.distributed import Ranks
 from nanogpt_core.train.loop import train
@@ -25,13 +25,13 @@ from nanogpt_core.train.settings import TrainSettings, find_resume_checkpoint, r
 _DEFAULTS = {f.name: f.default for f in fields(TrainSettings)}
 
 
-def _flag(name: str, type_, help_: str, *extra: str):
+def _flag(name: str, type_, help_: str, *extra: str, **options):
     """An option spelled `--max-seq-len` and `--max_seq_len`, defaulting to TrainSettings' value (shown in help)."""
     dashed = "--" + name.replace("_", "-")
     spellings = [dashed, "--" + name] if "_" in name else [dashed]
     default = _DEFAULTS.get(name)
     shown = "" if default is None else f" [default: {default}]"
-    return click.option(*spellings, *extra, name, type=type_, default=None, help=help_ + shown)
+    return click.option(*spellings, *extra, name, type=type_, default=None, help=help_ + shown, **options)
 
 
 OPTIONS = [
@@ -42,7 +42,8 @@ OPTIONS = [
     _flag("n_head", int, "Override the number of query heads."),
     _flag("n_kv_head", int, "Override the number of key/value heads (fewer than --n-head: grouped-query attention)."),
     _flag("vocab_size", int, "Vocabulary of the tokenizer trained for this run (tokenizer's default if omitted)."),
-    _flag("use", str, "Implementations to use, e.g. 'student:attention' or 'student' (default: all reference)."),
+    _flag("use", str, "Implementations to use, e.g. 'student:attention' or 'student' (default: all reference).",
+          callback=remember_use),
     # batch and horizon
     _flag("device_batch_size", int, "Sequences per forward pass on each device."),
     _flag("total_batch_size", int, "Tokens per optimizer step (gradient accumulation fills the gap)."),
@@ -85,7 +86,7 @@ def _apply(options):
 @click.option("--resume", default=None, metavar="DIR|auto",
               help="Continue a run: a run or checkpoint folder, or 'auto' (the --out run's, else the newest in runs/).")
 @click.option("--compile", "compile_", is_flag=True, default=None, help="torch.compile the model (needs a compiler).")
-@click.option("--debug", is_flag=False, flag_value="flow", default=None, metavar="[=stats]",
+@click.option("--debug", is_flag=False, flag_value="flow", default=None, metavar="[=stats]", callback=remember_debug,
               help="Trace the first step's component calls and shapes; --debug=stats adds tensor statistics.")
 @click.option("--core-metric-every", "--core_metric_every", "core_metric_every", type=int, default=None,
               help="Accepted for nanochat compatibility; there is no CORE evaluation offline, so it is ignored.")
