@@ -31,19 +31,23 @@ class CausalSelfAttention(nn.Module):
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, heads, T, D)
         if kv_cache is not None:
             k, v = kv_cache.insert_kv(self.layer_idx, k, v)  # all keys/values so far: (B, Hkv, Tk, D)
+        y = self.attend(q, k, v)
+        y = y.transpose(1, 2).contiguous().view(B, T, -1)
+        return self.c_proj(y)
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """softmax(q kᵀ / √D) v over the keys each query may see. q (B, H, Tq, D); k, v (B, Hkv, Tk, D), where the
+        queries are the last Tq of the Tk positions (a KV cache holds the earlier ones)."""
         Tq, Tk = q.size(2), k.size(2)
         gqa = self.n_head != self.n_kv_head
         if Tq == Tk:
             # training, or a prefill into an empty cache: plain causal attention
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
-        elif Tq == 1:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+        if Tq == 1:
             # decoding one token: it may see every cached position
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=False, enable_gqa=gqa)
-        else:
-            # a chunk after a prefix: all of the prefix, and causal within the chunk
-            prefix = Tk - Tq
-            mask = torch.ones((Tq, Tk), dtype=torch.bool, device=q.device)
-            mask[:, prefix:] = torch.tril(mask[:, prefix:])
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
-        y = y.transpose(1, 2).contiguous().view(B, T, -1)
-        return self.c_proj(y)
+            return F.scaled_dot_product_attention(q, k, v, is_causal=False, enable_gqa=gqa)
+        # a chunk after a prefix: all of the prefix, and causal within the chunk
+        prefix = Tk - Tq
+        mask = torch.ones((Tq, Tk), dtype=torch.bool, device=q.device)
+        mask[:, prefix:] = torch.tril(mask[:, prefix:])
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
