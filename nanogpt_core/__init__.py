@@ -7,6 +7,11 @@
     from nanogpt_core import TrainSettings, train, load_model
     result = train(TrainSettings(depth=2, num_iterations=300))      # -> a run folder with checkpoints
     model, tokenizer, meta = load_model(result.run_dir)
+
+        report = compare(use="student:attention")                         # -> a verdict per component
+
+The packages, by job (docs/architecture.md): `model` (what a GPT is), `data`, `io` (models on disk), `checks`,
+`train`, `compare`, `learn` (the learner's tools); `errors`, `files` and `device` underneath all of them.
 """
 
 from nanogpt_core.errors import NanoGPTError
@@ -16,8 +21,10 @@ from nanogpt_core.model.config import GPTConfig
 from nanogpt_core.model.contracts import COMPONENT_NAMES, COMPONENTS
 from nanogpt_core.model.hookspecs import hookimpl
 from nanogpt_core.model.kv_cache import KVCache
+from nanogpt_core.model.registry import register_plugin, unregister_plugin
 from nanogpt_core.model.use_spec import resolve_use
-from nanogpt_core.train.loop import TrainSettings, train
+from nanogpt_core.train.loop import train
+from nanogpt_core.train.settings import TrainSettings
 
 __all__ = [
     "COMPONENTS",
@@ -30,6 +37,8 @@ __all__ = [
     "build_model",
     "hookimpl",
     "load_model",
+    "register_plugin",
     "resolve_use",
     "train",
+    "unregister_plugin",
 ]
