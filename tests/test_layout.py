@@ -155,3 +155,21 @@ def test_importing_the_package_loads_each_module_once(module):
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT)
     count, reentered = out.stdout.split(" ", 1)
     assert int(count) > 10 and reentered.strip() == "[]", out.stdout
+
+
+def _doc_paths() -> list[tuple[str, str]]:
+    """(document, path) for every source path the README and docs name, e.g. `compare/run.py`."""
+    import re
+
+    docs = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    found = []
+    for doc in docs:
+        for path in re.findall(r"([\w./-]+/[\w.-]+\.py)\b", doc.read_text(encoding="utf-8")):
+            found.append((doc.name, path.lstrip("./")))
+    return found
+
+
+@pytest.mark.parametrize(("doc", "path"), _doc_paths())
+def test_every_source_path_the_docs_name_exists(doc, path):
+    roots = [ROOT, ROOT / "nanogpt_core", ROOT / "examples" / "nanogpt-variants"]
+    assert any((root / path).is_file() for root in roots), f"{doc} names {path}, which does not exist"
