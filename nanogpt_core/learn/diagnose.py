@@ -135,10 +135,11 @@ def _owners() -> _Owners:
 
 
 def _pick(candidates: list[tuple[str, str]], use: dict[str, str] | None) -> tuple[str, str]:
-    """Among (set, component) pairs sharing one piece of code, prefer the one the model uses, then non-reference."""
+    """Among (set, component) pairs sharing one piece of code (a variant that subclasses the reference shares its
+    methods), prefer the one the model uses (a component `use` does not name is reference's), then non-reference."""
     if use:
         for impl_set, component in candidates:
-            if use.get(component) == impl_set:
+            if use.get(component, REFERENCE_SET) == impl_set:
                 return impl_set, component
     return sorted(candidates, key=lambda sc: sc[0] == REFERENCE_SET)[0]
 
