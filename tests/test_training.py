@@ -3,6 +3,7 @@ Ctrl-C, divergence."""
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -284,3 +285,47 @@ def test_an_optimizer_that_leaves_a_parameter_out_stops_before_the_first_step(ti
             train(tiny_settings(tiny_corpus, tiny_tokenizer, tmp_path / "run", use="headless:optimizer"),
                   stream=open(os.devnull, "w"))
     assert not (tmp_path / "run" / "metrics.jsonl").exists()  # not a single step was taken
+
+
+def test_step_hooks_run_at_their_steps_and_log_their_numbers(tiny_corpus, tiny_tokenizer, tmp_path):  # noqa: F811
+    from nanogpt_core.train.loop import StepHook
+
+    calls = []
+
+    def probe(run, step):
+        calls.append((step, run.model.training))
+        return {"value": float(step)}
+
+    hooks = [StepHook("probe", every=3, call=probe), StepHook("first", every=0, call=lambda run, step: None,
+                                                              at_start=True)]
+    train(tiny_settings(tiny_corpus, tiny_tokenizer, tmp_path / "run"), hooks=hooks, stream=io.StringIO())
+    assert calls == [(3, False), (6, False), (8, False)]  # every 3 steps and the last (8), in eval mode
+    logged = [(r["step"], r["value"]) for r in read_metrics(tmp_path / "run") if r["type"] == "probe"]
+    assert logged == [(3, 3.0), (6, 6.0), (8, 8.0)]
+
+
+def test_metric_sinks_get_what_the_run_folder_gets(tiny_corpus, tiny_tokenizer, tmp_path):  # noqa: F811
+    class Sink:
+        def __init__(self):
+            self.events = []
+
+        def start(self, config):
+            self.events.append(("start", config["num_params"]))
+
+        def record(self, record):
+            self.events.append((record["type"], record["step"]))
+
+        def samples(self, step, samples):
+            self.events.append(("samples", step, len(samples)))
+
+        def close(self):
+            self.events.append(("close",))
+
+    sink = Sink()
+    train(tiny_settings(tiny_corpus, tiny_tokenizer, tmp_path / "run", num_iterations=2), sinks=[sink],
+          stream=io.StringIO())
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    records = [(r["type"], r["step"]) for r in read_metrics(tmp_path / "run")]
+    assert sink.events[0] == ("start", config["num_params"]) and sink.events[-1] == ("close",)
+    assert [e for e in sink.events if e[0] in ("train", "eval")] == records
+    assert ("samples", 2, 5) in sink.events

@@ -11,7 +11,9 @@ A run goes through five phases, one function each:
     _take_step one optimisation step (`nanogpt_core.train.step`), its bookkeeping and its log line
     _save      a checkpoint every save_every steps, at the end and on Ctrl-C
 
-Greedy samples from fixed prompts are printed every sample_every steps and at the end.
+Greedy samples from fixed prompts are printed every sample_every steps and at the end. Other work at step
+boundaries (an evaluation suite, snapshots of the model) plugs in as a `StepHook`; other places for the numbers
+(experiment trackers) as a `MetricSink` of the run log (`train.run_log`).
 
 A run is a folder (default runs/<timestamp>): config.json, metrics.jsonl, samples.txt, loss.png, tokenizer/ and
 checkpoints/. Resuming restores weights, optimizer state, the loader's position and the RNG, so on CPU a resumed run
@@ -32,7 +34,7 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,7 +75,7 @@ from nanogpt_core.train.distributed import (
     ranks_with_other_weights,
 )
 from nanogpt_core.train.plots import PLOT_FILE, plot_losses
-from nanogpt_core.train.run_log import RunLog, read_metrics, truncate_metrics
+from nanogpt_core.train.run_log import MetricSink, RunLog, read_metrics, truncate_metrics
 from nanogpt_core.train.sampling import SAMPLE_MAX_TOKENS, SAMPLE_PROMPTS, complete
 from nanogpt_core.train.settings import (
     CONFIG_FILE,
@@ -123,8 +125,8 @@ class _StopRequest:
 
 
 @dataclass
-class _Run:
-    """Everything one run holds between its phases."""
+class Run:
+    """Everything one run holds between its phases (and what a StepHook gets to work with)."""
 
     settings: TrainSettings
     ranks: Ranks
@@ -155,6 +157,27 @@ class _Run:
         return autocast_context(self.device)
 
 
+@dataclass(frozen=True)
+class StepHook:
+    """Extra work at step boundaries, beside evaluation, samples and checkpoints (an evaluation suite, snapshots of
+    the model): `call(run, step)` runs every `every` steps after step 0 and at the last step (also at step 0 with
+    `at_start`), on the plain model in eval mode; on every rank when `all_ranks` (work that itself talks to the
+    other ranks), else on rank 0 only. It returns metrics to log as a record of type `name`, or None."""
+
+    name: str
+    every: int
+    call: Callable[[Run, int], dict[str, Any] | None]
+    all_ranks: bool = False
+    at_start: bool = False
+
+    def due(self, step: int, last_step: bool, start_step: int) -> bool:
+        if last_step:
+            return True
+        if step == start_step:
+            return self.at_start and step == 0
+        return self.every > 0 and step % self.every == 0
+
+
 def train(
     settings: TrainSettings,
     *,
@@ -163,9 +186,11 @@ def train(
     on_step: Callable[[int, dict[str, Any]], None] | None = None,
     stream=None,
     progress_bar: bool | None = None,
+    hooks: Sequence[StepHook] = (),
+    sinks: Sequence[MetricSink] = (),
 ) -> TrainResult:
     """Run (or continue, with `resume` = a loaded checkpoint, or a checkpoint or run folder) one training run. See
-    the module docstring.
+    the module docstring. `hooks` add work at step boundaries; `sinks` receive every metrics record.
 
     `on_step(step, record)` is called after every step (tests use it to interrupt a run at a chosen step).
     Raises TrainingInterrupted (a KeyboardInterrupt) after saving on Ctrl-C, TrainingError when the loss diverges.
@@ -179,11 +204,14 @@ def train(
     configure_device(device)
     ckpt = resume if isinstance(resume, Checkpoint) or resume is None else load_checkpoint(resume)
     with process_group(ranks, device):
-        run = _prepare(settings, ckpt, ranks, device, stream, progress_bar)
-        if ckpt is not None:
-            _restore(run, ckpt)
-            del ckpt
-        result = _loop(run, on_step)
+        run = _prepare(settings, ckpt, ranks, device, stream, progress_bar, sinks)
+        try:
+            if ckpt is not None:
+                _restore(run, ckpt)
+                del ckpt
+            result = _loop(run, on_step, hooks)
+        finally:
+            run.log.close()
     result.wall_time_s = time.time() - wall_start
     return result
 
@@ -192,7 +220,7 @@ def train(
 
 
 def _prepare(settings: TrainSettings, ckpt: Checkpoint | None, ranks: Ranks, device: torch.device, stream,
-             progress_bar: bool | None) -> _Run:
+             progress_bar: bool | None, sinks: Sequence[MetricSink] = ()) -> Run:
     """Check the settings, make the run folder, read the data, find the tokenizer, build the model and optimizers."""
     resumed_from = ckpt.path if ckpt is not None else None
     run_dir = Path(settings.out) if settings.out else (run_dir_of(resumed_from) if resumed_from else
@@ -201,7 +229,8 @@ def _prepare(settings: TrainSettings, ckpt: Checkpoint | None, ranks: Ranks, dev
     if ckpt is None and _has_checkpoint(run_dir):
         raise ConfigError(f"{run_dir} already holds a run with checkpoints; continue it with --resume {run_dir} "
                           f"(or --resume auto), or choose another --out.")
-    log = RunLog(run_dir, settings.num_iterations, enabled=ranks.is_main, stream=stream, progress_bar=progress_bar)
+    log = RunLog(run_dir, settings.num_iterations, enabled=ranks.is_main, stream=stream, progress_bar=progress_bar,
+                 sinks=sinks)
     if ranks.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
     accum = grad_accum_steps(settings.total_batch_size, settings.device_batch_size, settings.max_seq_len,
@@ -238,7 +267,7 @@ def _prepare(settings: TrainSettings, ckpt: Checkpoint | None, ranks: Ranks, dev
     check_optimizer_coverage(model, optimizers)  # a parameter in no group would silently never train
     train_loader = TokenLoader(train_tokens, settings.device_batch_size, settings.max_seq_len, rank=ranks.rank,
                                world_size=ranks.world_size, device=device)
-    return _Run(settings, ranks, device, run_dir, log, tokenizer, train_tokens, val_tokens, model, optimizers,
+    return Run(settings, ranks, device, run_dir, log, tokenizer, train_tokens, val_tokens, model, optimizers,
                 train_loader, accum, resumed_from)
 
 
@@ -281,7 +310,7 @@ def _tokenizer_of_size(folder: Path, vocab_size: int | None, alternative: str) -
     return tokenizer
 
 
-def _restore(run: _Run, ckpt: Checkpoint) -> None:
+def _restore(run: Run, ckpt: Checkpoint) -> None:
     """Continue from a checkpoint: weights, optimizer state (this run's learning-rate flags win), the loader's
     position, the RNG and the loop's counters; metrics of steps after the checkpoint are cut from metrics.jsonl."""
     load_model_state(run.model, ckpt.model_state)
@@ -306,7 +335,7 @@ def _tokens_digest(tokens: torch.Tensor) -> str:
     return hashlib.sha256(tokens.numpy().tobytes()).hexdigest()[:16]
 
 
-def _wrap_for_training(run: _Run) -> torch.nn.Module:
+def _wrap_for_training(run: Run) -> torch.nn.Module:
     """The model the steps run: torch.compile'd when asked, DDP-wrapped under torchrun. `run.model` stays the plain
     GPT for evaluation, samples and saves."""
     model: torch.nn.Module = run.model
@@ -325,7 +354,7 @@ def _wrap_for_training(run: _Run) -> torch.nn.Module:
 # --- evaluating, saving, stepping ------------------------------------------------------------------------------
 
 
-def _evaluate(run: _Run) -> float:
+def _evaluate(run: Run) -> float:
     """Val bits per byte over a fresh loader, so every evaluation sees the same text (every rank takes part)."""
     s = run.settings
     val_loader = TokenLoader(run.val_tokens, s.device_batch_size, s.max_seq_len, rank=run.ranks.rank,
@@ -341,7 +370,7 @@ def _evaluate(run: _Run) -> float:
     return bpb
 
 
-def _save(run: _Run, step: int, train_loader_state: dict[str, int]) -> Path:
+def _save(run: Run, step: int, train_loader_state: dict[str, int]) -> Path:
     """A checkpoint of the step boundary `step` (rank 0 only), then the loss plot."""
     state = {
         "settings": saved_settings(run.settings),
@@ -357,7 +386,7 @@ def _save(run: _Run, step: int, train_loader_state: dict[str, int]) -> Path:
     return path
 
 
-def _take_step(run: _Run, step: int, result: TrainResult, in_update: list[bool]) -> dict[str, Any]:
+def _take_step(run: Run, step: int, result: TrainResult, in_update: list[bool]) -> dict[str, Any]:
     """One optimisation step and its bookkeeping; returns the step's metrics record.
 
     `in_update[0]` is True while the optimizers step: a checkpoint then would hold half-updated weights."""
@@ -398,7 +427,8 @@ def _take_step(run: _Run, step: int, result: TrainResult, in_update: list[bool])
 # --- the loop ----------------------------------------------------------------------------------------------------
 
 
-def _loop(run: _Run, on_step: Callable[[int, dict[str, Any]], None] | None) -> TrainResult:
+def _loop(run: Run, on_step: Callable[[int, dict[str, Any]], None] | None, hooks: Sequence[StepHook] = ()
+          ) -> TrainResult:
     s, ranks, log, loop = run.settings, run.ranks, run.log, run.loop
     run.train_model = _wrap_for_training(run)
     run.flops_per_token, run.peak_flops = run.model.estimate_flops(), peak_flops(run.device)
@@ -436,6 +466,9 @@ def _loop(run: _Run, on_step: Callable[[int, dict[str, Any]], None] | None) -> T
                         result.samples = [(p, complete(run.model, run.tokenizer, p, SAMPLE_MAX_TOKENS))
                                           for p in SAMPLE_PROMPTS]
                     log.samples(step, result.samples)
+                for hook in hooks:
+                    if (ranks.is_main or hook.all_ranks) and hook.due(step, last_step, run.start_step):
+                        _run_hook(run, hook, step)
                 if ranks.is_main and (last_step or (s.save_every > 0 and step > 0 and step != run.start_step
                                                     and step % s.save_every == 0)):
                     result.checkpoint = _save(run, step, boundary_loader_state)
@@ -463,7 +496,20 @@ def _loop(run: _Run, on_step: Callable[[int, dict[str, Any]], None] | None) -> T
     return result
 
 
-def _finish(run: _Run, result: TrainResult, step: int) -> None:
+def _run_hook(run: Run, hook: StepHook, step: int) -> None:
+    """One hook at one step boundary, on the plain model in eval mode; its metrics go to the log."""
+    was_training = run.model.training
+    run.model.eval()
+    try:
+        with run.autocast:
+            numbers = hook.call(run, step)
+    finally:
+        run.model.train(was_training)
+    if numbers:
+        run.log.metrics({"type": hook.name, "step": step, **numbers})
+
+
+def _finish(run: Run, result: TrainResult, step: int) -> None:
     """The run's closing facts: weights equal on every rank, peak GPU memory, throughput."""
     if run.ranks.is_distributed:
         result.weights_digest, drifted = ranks_with_other_weights(run.model, run.device)
@@ -510,9 +556,10 @@ def _divergence_message(step: int, loss: float, result: TrainResult, settings: T
     return f"loss became {loss} at step {step}; {cause}. Last good checkpoint: {where}."
 
 
-def _write_config(run: _Run) -> None:
+def _write_config(run: Run) -> None:
+    """config.json: the model, the settings and the machine; the run log's sinks get the same."""
     model = run.model
-    write_json_atomic(run.run_dir / CONFIG_FILE, {
+    config = {
         "model": model.config.to_dict(),
         "training": run.settings.to_dict(),
         "use": dict(model.use),
@@ -524,5 +571,7 @@ def _write_config(run: _Run) -> None:
         "world_size": run.ranks.world_size,
         "device": str(run.device),
         "torch": torch.__version__,
-    })
+    }
+    write_json_atomic(run.run_dir / CONFIG_FILE, config)
+    run.log.config(config)
 

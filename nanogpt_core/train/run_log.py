@@ -3,7 +3,9 @@
 - one line per step (step, loss, lr multiplier, ms/step, tok/s, ETA, and MFU on CUDA): a live progress bar when
   stdout is a terminal, plain lines otherwise (a log file, CI, a notebook), so logs stay greppable;
 - `metrics.jsonl`: one JSON object per step and per evaluation, the raw numbers behind the lines and `loss.png`;
-- `samples.txt`: every batch of samples, headed by its step.
+- `samples.txt`: every batch of samples, headed by its step;
+- any number of `MetricSink`s (an experiment tracker, say) that receive the run's config once, then every record
+  and every batch of samples, exactly what metrics.jsonl and samples.txt hold.
 
 Only rank 0 gets an enabled RunLog; the others get a silent one, so the loop needs no `if rank == 0` everywhere.
 """
@@ -12,8 +14,9 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 METRICS_FILE = "metrics.jsonl"
 SAMPLES_FILE = "samples.txt"
@@ -75,12 +78,30 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     return records
 
 
+class MetricSink(Protocol):
+    """Somewhere else a run's numbers go (TensorBoard, wandb, ...): told what metrics.jsonl and samples.txt are told."""
+
+    def start(self, config: dict[str, Any]) -> None:
+        """The run's config.json, once, before the first record."""
+
+    def record(self, record: dict[str, Any]) -> None:
+        """One metrics record: {"type": "train" | "eval" | ..., "step": N, ...numbers}."""
+
+    def samples(self, step: int, samples: list[tuple[str, str]]) -> None:
+        """Prompt -> completion pairs generated at `step`."""
+
+    def close(self) -> None:
+        """The run ended (normally, interrupted or failed): flush and release."""
+
+
 class RunLog:
     """Console output and the run folder's log files for one run (a silent no-op when `enabled` is False)."""
 
     def __init__(self, run_dir: str | Path | None, num_iterations: int, *, enabled: bool = True,
-                 stream: TextIO | None = None, progress_bar: bool | None = None) -> None:
+                 stream: TextIO | None = None, progress_bar: bool | None = None,
+                 sinks: Sequence[MetricSink] = ()) -> None:
         self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.sinks = list(sinks) if enabled else []
         self.num_iterations = num_iterations
         self.enabled = enabled
         self.stream = stream or sys.stdout
@@ -130,18 +151,35 @@ class RunLog:
             self._progress.stop()
             self._progress = None
 
+    def close(self) -> None:
+        """The run is over: stop the bar and close every sink (each exactly once)."""
+        self.stop()
+        sinks, self.sinks = self.sinks, []
+        for sink in sinks:
+            sink.close()
+
     # --- files -----------------------------------------------------------------------------------------------
 
+    def config(self, config: dict[str, Any]) -> None:
+        """The run's config (as config.json holds it), for the sinks."""
+        for sink in self.sinks:
+            sink.start(config)
+
     def metrics(self, record: dict[str, Any]) -> None:
-        if not self.enabled or self.run_dir is None:
+        if not self.enabled:
             return
-        with open(self.run_dir / METRICS_FILE, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record, sort_keys=True) + "\n")
+        if self.run_dir is not None:
+            with open(self.run_dir / METRICS_FILE, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record, sort_keys=True) + "\n")
+        for sink in self.sinks:
+            sink.record(record)
 
     def samples(self, step: int, samples: list[tuple[str, str]]) -> None:
         """Append prompt -> completion pairs to samples.txt and print them."""
         if not self.enabled:
             return
+        for sink in self.sinks:
+            sink.samples(step, samples)
         lines = [f"--- samples at step {step} ---"]
         lines += [f"{prompt}{completion}".replace("\n", "\\n") for prompt, completion in samples]
         if self.run_dir is not None:
