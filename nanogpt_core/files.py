@@ -51,6 +51,17 @@ def write_json_atomic(path: str | Path, data: Any, *, indent: int = 2) -> Path:
     return write_text_atomic(path, json.dumps(data, indent=indent, sort_keys=True) + "\n")
 
 
+def save_figure(fig, path: str | Path) -> Path:
+    """A matplotlib figure as PNG, written atomically (a reader never sees half a picture), then closed."""
+    import matplotlib.pyplot as plt  # late: matplotlib costs a second to import, and most commands draw nothing
+
+    fig.tight_layout()
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    finally:
+        plt.close(fig)
+
+
 def fsync_file(path: str | Path) -> None:
     """Make a file's bytes durable (they may otherwise sit in the page cache when the machine loses power)."""
     with open(path, "rb") as f:

@@ -31,11 +31,10 @@ from nanogpt_core.compare.run import design_checks
 from nanogpt_core.data.tokenizer import TOKENIZER_DIR
 from nanogpt_core.device import resolve_device
 from nanogpt_core.errors import ConfigError, TrainingError
-from nanogpt_core.files import RUNS_DIR, timestamped_folder, write_text_atomic
+from nanogpt_core.files import RUNS_DIR, save_figure, timestamped_folder, write_text_atomic
 from nanogpt_core.model.registry import REFERENCE_SET
 from nanogpt_core.model.use_spec import format_use, resolve_use
 from nanogpt_core.train.loop import train
-from nanogpt_core.train.plots import save_figure
 from nanogpt_core.train.run_log import read_metrics
 from nanogpt_core.train.settings import CONFIG_FILE, TrainResult, TrainSettings
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from nanogpt_core.compare.report import TrainingComparison
-from nanogpt_core.train.plots import save_figure
+from nanogpt_core.files import save_figure
 
 
 def plot_comparison(training: TrainingComparison, out_path: str | Path) -> Path:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from nanogpt_core.files import atomic_write
+from nanogpt_core.files import save_figure
 
 PLOT_FILE = "loss.png"
 
@@ -36,14 +36,3 @@ def plot_losses(records: list[dict[str, Any]], out_path: str | Path) -> Path:
     for ax in (ax_train, ax_val):
         ax.grid(alpha=0.3)
     return save_figure(fig, out_path)
-
-
-def save_figure(fig, out_path: str | Path) -> Path:
-    """Write a matplotlib figure as PNG atomically (a reader never sees half a picture) and close it."""
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    try:
-        return atomic_write(out_path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
-    finally:
-        plt.close(fig)
