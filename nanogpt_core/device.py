@@ -1,16 +1,24 @@
 """Which device a run uses, how it computes there, and how fast that device could go (for MFU).
 
 Training runs in fp32 everywhere; on CUDA the forward pass runs under bf16 autocast as nanochat's does (weights,
-gradients and optimizer state stay fp32; the loss is computed in fp32). CPU and MPS stay in fp32: bf16 on CPU is slow
-and only approximates what the learner will compare against. A GPU without native bf16 (V100, T4) trains in fp32
-too rather than emulate bf16, which would be slower than fp32 there.
+gradients and optimizer state stay fp32; the loss is computed in fp32). CPU and MPS stay in fp32: the forward pass
+is what a learner compares against, and bf16 only approximates it. Muon's Newton-Schulz iterations, which only need
+an approximate orthogonalisation, run in whichever of fp32 and bf16 this machine multiplies faster
+(`newton_schulz_dtype`). A GPU without native bf16 (V100, T4) trains in fp32 too rather than emulate bf16, which
+would be slower than fp32 there.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import torch
+import torch.distributed as dist
 
 from nanogpt_core.errors import ConfigError
 
@@ -104,3 +112,90 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
     elif device.type == "mps":
         torch.mps.synchronize()
+
+
+# --- which dtype Muon's Newton-Schulz iterations run in --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DtypeChoice:
+    """The dtype picked for a workload, and why (the measured milliseconds of each candidate, None if not timed)."""
+
+    dtype: torch.dtype
+    reason: str
+    ms: dict[str, float] = field(default_factory=dict)
+
+
+_NS_CHOICES: dict[tuple, DtypeChoice] = {}
+NS_TIMING_REPEATS = 5
+NS_DTYPE_ENV = "NANOGPT_NS_DTYPE"  # auto (measure), float32 or bfloat16: pin the choice (e.g. to compare runs)
+
+
+def newton_schulz_dtype(shapes: Sequence[tuple[int, int]], device: torch.device) -> DtypeChoice:
+    """The dtype in which Newton-Schulz orthogonalises matrices of these shapes fastest on `device`.
+
+    On CUDA: bf16, nanochat's choice (tensor cores). Elsewhere it depends on the CPU: without bf16 instructions bf16
+    matmuls are emulated and ~25x slower than fp32; with them (AVX512-BF16, AMX) bf16 can be ~2x faster. So the
+    workload is measured, once per process and set of shapes: one Newton-Schulz iteration (X Xᵀ, A A, B X) on every
+    matrix shape, weighted by how many matrices have it, in fp32 and bf16 interleaved, median of 5 after a warm-up.
+    """
+    device = torch.device(device)
+    pinned = os.environ.get(NS_DTYPE_ENV, "auto").strip().lower()
+    if pinned in ("float32", "bfloat16"):
+        return DtypeChoice(getattr(torch, pinned), f"pinned by ${NS_DTYPE_ENV}")
+    if pinned != "auto":
+        raise ConfigError(f"${NS_DTYPE_ENV}={pinned!r}: use auto, float32 or bfloat16.")
+    if device.type == "cuda":
+        return DtypeChoice(torch.bfloat16, "CUDA: bf16 tensor cores (nanochat's choice)")
+    if device.type == "meta":
+        return DtypeChoice(torch.float32, "meta device: nothing to measure")
+    counts: dict[tuple[int, int], int] = {}
+    for shape in shapes:
+        rows, cols = sorted(shape)  # the iteration runs on the wide orientation
+        counts[(rows, cols)] = counts.get((rows, cols), 0) + 1
+    key = (device.type, torch.get_num_threads(), tuple(sorted(counts.items())))
+    if key not in _NS_CHOICES:
+        _NS_CHOICES[key] = _same_on_every_rank(_time_newton_schulz(counts, device))
+    return _NS_CHOICES[key]
+
+
+def _same_on_every_rank(choice: DtypeChoice) -> DtypeChoice:
+    """Rank 0's choice on every rank of a data-parallel run: ranks that orthogonalised in different dtypes would
+    step their replicas apart. (Every rank measures at the same point of the setup, so all reach this collective.)"""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return choice
+    flag = torch.tensor([1 if choice.dtype == torch.bfloat16 else 0], dtype=torch.int32)
+    dist.broadcast(flag, src=0)
+    dtype = torch.bfloat16 if flag.item() else torch.float32
+    if dtype == choice.dtype:
+        return choice
+    return DtypeChoice(dtype, f"rank 0's choice (this rank measured {choice.reason.split(': ', 1)[-1]})", choice.ms)
+
+
+def _time_newton_schulz(counts: dict[tuple[int, int], int], device: torch.device) -> DtypeChoice:
+    if not counts:
+        return DtypeChoice(torch.float32, "no matrices to orthogonalise")
+    g = torch.Generator().manual_seed(0)
+    inputs = {shape: torch.randn(shape, generator=g).to(device) for shape in counts}
+    timings: dict[torch.dtype, list[float]] = {torch.float32: [], torch.bfloat16: []}
+
+    def one_iteration(dtype: torch.dtype) -> float:
+        t0 = time.perf_counter()
+        for shape, n in counts.items():
+            x = inputs[shape].to(dtype)
+            for _ in range(n):
+                a = x @ x.T
+                x = 3.4445 * x + (-4.7750 * a + 2.0315 * a @ a) @ x
+        synchronize(device)
+        return time.perf_counter() - t0
+
+    for dtype in timings:
+        one_iteration(dtype)  # warm-up: first-call allocations and kernel selection
+    for _ in range(NS_TIMING_REPEATS):
+        for dtype in timings:
+            timings[dtype].append(one_iteration(dtype))
+    ms = {str(dtype).removeprefix("torch."): 1000 * statistics.median(t) for dtype, t in timings.items()}
+    dtype = torch.bfloat16 if ms["bfloat16"] < ms["float32"] else torch.float32
+    name = str(dtype).removeprefix("torch.")
+    return DtypeChoice(dtype, f"measured on this {device.type}: {ms['float32']:.2f} ms fp32, {ms['bfloat16']:.2f} ms "
+                              f"bf16 per iteration -> {name}", ms)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -10,6 +12,10 @@ from nanogpt_core.model.registry import register_plugin, unregister_plugin
 
 # The tests use tiny models, whose small matmuls run fastest on one thread (and do not fight over a busy machine).
 torch.set_num_threads(1)
+# Muon's Newton-Schulz dtype is measured per machine and process (nanogpt_core.device.newton_schulz_dtype). Tests
+# compare runs made in different processes (a resumed run against an uninterrupted one), which must compute alike:
+# pin it, for this process and every `nanogpt` it starts. tests/test_newton_schulz_dtype.py tests the measuring.
+os.environ.setdefault("NANOGPT_NS_DTYPE", "float32")
 
 
 def pytest_collection_modifyitems(config, items):

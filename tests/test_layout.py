@@ -28,7 +28,8 @@ LAYERS = {
     "nanogpt_core": 6,  # the package's public API re-exports from every layer
     "nanogpt_cli": 7,
 }
-IMPLS_MAY_IMPORT = ("nanogpt_core.model", "nanogpt_core.errors")  # the contracts and what they raise, no workflow
+# the contracts, what they raise, and the device facts an implementation may adapt to (Muon's Newton-Schulz dtype)
+IMPLS_MAY_IMPORT = ("nanogpt_core.model", "nanogpt_core.errors", "nanogpt_core.device")
 
 
 def _modules() -> dict[str, Path]:

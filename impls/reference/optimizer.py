@@ -5,29 +5,35 @@ import math
 import torch
 import torch.nn as nn
 
+from nanogpt_core.device import newton_schulz_dtype
+
 MUON_MOMENTUM = 0.95
 ADAMW_BETAS = (0.8, 0.95)
 ADAMW_EPS = 1e-10
 LR_REFERENCE_WIDTH = 768  # AdamW learning rates were tuned at n_embd = 768 and scale as width ** -0.5
 
 
-class Float32Muon(torch.optim.Muon):
-    """torch's Muon with the Newton-Schulz iterations in float32, for devices without fast bf16 matmuls.
+class Muon(torch.optim.Muon):
+    """torch's Muon (nanochat's), with the Newton-Schulz iterations in the dtype each group's "ns_dtype" names.
 
     nanochat (and torch) orthogonalise in bf16 because a GPU multiplies bf16 faster than fp32. A CPU without bf16
-    instructions multiplies bf16 ~25x *slower* (measured on this project's CPUs), which made Muon most of a CPU
-    training step. In fp32 the update is the same up to bf16 rounding (~1% of its size; see the tests). Same
-    parameter groups and state ('momentum_buffer') as torch's, so checkpoints and schedules do not care which runs.
+    instructions multiplies bf16 ~25x *slower*, one with them (AVX512-BF16, AMX) ~2x faster, so the setup measures
+    which (`nanogpt_core.device.newton_schulz_dtype`). In bf16 this is torch's own step; in fp32 the same algorithm
+    with fp32 iterations, equal to it up to bf16 rounding (~1% of the update; see the tests). The dtype is a group
+    setting, so a checkpoint keeps it and a resumed run continues in the dtype it started with, bit for bit.
     """
 
     @torch.no_grad()
     def step(self, closure=None):
+        if all(group.get("ns_dtype", "bfloat16") == "bfloat16" for group in self.param_groups):
+            return super().step(closure)
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
             lr, momentum = group["lr"], group["momentum"]
+            dtype = getattr(torch, group.get("ns_dtype", "bfloat16"))
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -37,16 +43,30 @@ class Float32Muon(torch.optim.Muon):
                 buf = state["momentum_buffer"]
                 buf.lerp_(p.grad, 1 - momentum)
                 update = p.grad.lerp(buf, momentum) if group["nesterov"] else buf
-                update = newton_schulz_fp32(update, group["ns_coefficients"], group["ns_steps"], group["eps"])
+                update = newton_schulz(update, group["ns_coefficients"], group["ns_steps"], group["eps"], dtype)
                 p.mul_(1 - lr * group["weight_decay"])
                 p.add_(update.to(p.dtype), alpha=-lr * math.sqrt(max(1.0, p.size(0) / p.size(1))))
         return loss
 
+    def load_state_dict(self, state_dict) -> None:
+        """A checkpoint written before groups carried "ns_dtype" continues in the dtype chosen on this machine."""
+        chosen = [group.get("ns_dtype") for group in self.param_groups]
+        super().load_state_dict(state_dict)
+        for group, dtype in zip(self.param_groups, chosen):
+            group.setdefault("ns_dtype", dtype)
+            if group["ns_dtype"] != dtype:
+                self.setup_note = (f"Muon: Newton-Schulz in {group['ns_dtype']}, kept from the checkpoint so the run "
+                                   f"continues exactly (this machine would choose {dtype})")
 
-def newton_schulz_fp32(g: torch.Tensor, coefficients: tuple[float, float, float], steps: int, eps: float):
-    """Approximately orthogonalise g (U S V^T -> ~U V^T) with nanochat's quintic iteration, in float32."""
+
+Float32Muon = Muon  # the name checkpoints written before the dtype became a group setting record for this class
+
+
+def newton_schulz(g: torch.Tensor, coefficients: tuple[float, float, float], steps: int, eps: float,
+                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Approximately orthogonalise g (U S V^T -> ~U V^T) with nanochat's quintic iteration, in `dtype`."""
     a, b, c = coefficients
-    x = g.float()
+    x = g.to(dtype)
     tall = x.size(0) > x.size(1)
     if tall:  # iterate on the wide orientation: X X^T is then the smaller Gram matrix
         x = x.T
@@ -80,14 +100,18 @@ def setup_optimizers(
     ]
     if other_params:
         adam_groups.append(dict(params=other_params, lr=unembedding_lr * dmodel_lr_scale))
-    on_cuda = model.get_device().type == "cuda"
-    adamw = torch.optim.AdamW(adam_groups, betas=ADAMW_BETAS, eps=ADAMW_EPS, weight_decay=weight_decay, fused=on_cuda)
-    # torch's Muon is nanochat's: Nesterov momentum, 5 quintic Newton-Schulz steps in bf16, and ("original") the
-    # update scaled by sqrt(max(1, rows/cols)). nanochat applies no weight decay to matrices. Off CUDA the same
-    # algorithm runs its Newton-Schulz steps in fp32, where that is the fast dtype.
-    Muon = torch.optim.Muon if on_cuda else Float32Muon
+    device = model.get_device()
+    adamw = torch.optim.AdamW(adam_groups, betas=ADAMW_BETAS, eps=ADAMW_EPS, weight_decay=weight_decay,
+                              fused=device.type == "cuda")
+    # torch's Muon is nanochat's: Nesterov momentum, 5 quintic Newton-Schulz steps, and ("original") the update
+    # scaled by sqrt(max(1, rows/cols)). nanochat applies no weight decay to matrices. The iterations run in the
+    # dtype this machine multiplies these matrices fastest in (bf16 on CUDA, measured on a CPU).
+    choice = newton_schulz_dtype([tuple(p.shape) for p in matrix_params], device)
     muon = Muon(matrix_params, lr=matrix_lr, momentum=MUON_MOMENTUM, nesterov=True, weight_decay=0.0,
                 adjust_lr_fn="original")
+    for group in muon.param_groups:
+        group["ns_dtype"] = str(choice.dtype).removeprefix("torch.")
+    muon.setup_note = f"Muon: Newton-Schulz in {group['ns_dtype']} ({choice.reason})"
     optimizers = [adamw, muon]
     for opt in optimizers:
         for group in opt.param_groups:

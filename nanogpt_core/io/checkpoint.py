@@ -22,6 +22,7 @@ import logging
 import os
 import random
 import shutil
+import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -290,7 +291,7 @@ def load_optimizer_states(optimizers: Sequence[torch.optim.Optimizer], states: l
                               f"was it trained with another optimizer implementation?")
     for opt, saved in zip(optimizers, states):
         kind = f"{type(opt).__module__}.{type(opt).__qualname__}"
-        if saved["type"] != kind:
+        if not _same_optimizer(saved["type"], type(opt)):
             raise CheckpointError(f"optimizer mismatch: the checkpoint has {saved['type']}, this model builds {kind}.")
         sizes = [len(g["params"]) for g in opt.param_groups]
         saved_sizes = [len(g["params"]) for g in saved["param_groups"]]
@@ -301,6 +302,16 @@ def load_optimizer_states(optimizers: Sequence[torch.optim.Optimizer], states: l
             opt.load_state_dict({"state": saved["state"], "param_groups": saved["param_groups"]})
         except (ValueError, KeyError, RuntimeError) as exc:
             raise CheckpointError(f"cannot load the {kind} state: {exc}") from exc
+
+
+def _same_optimizer(saved_type: str, built: type) -> bool:
+    """The saved optimizer is the built one, or one of its bases (torch's Muon for the reference's), or a name the
+    built class is known by. Names are looked up among modules already imported, never imported from a file."""
+    if saved_type == f"{built.__module__}.{built.__qualname__}":
+        return True
+    module, _, name = saved_type.rpartition(".")
+    saved = getattr(sys.modules.get(module), name, None)
+    return isinstance(saved, type) and issubclass(built, saved)
 
 
 def _encode(value: Any) -> Any:

@@ -440,6 +440,9 @@ def _loop(run: Run, on_step: Callable[[int, dict[str, Any]], None] | None, hooks
     log.note(f"Model: {run.model.use_spec} | {run.model.num_params():,} parameters | depth {config.n_layer}, width "
              f"{config.n_embd}, {heads}, context {config.sequence_len}, vocab {config.vocab_size} | "
              f"device {run.device}")
+    for opt in run.optimizers:  # a choice the optimizer made for this machine (e.g. Muon's Newton-Schulz dtype)
+        if getattr(opt, "setup_note", None):
+            log.note(opt.setup_note)
     log.note(f"Batch: {s.device_batch_size} x {s.max_seq_len} tokens x {run.accum} accumulation steps x "
              f"{ranks.world_size} rank(s) = {s.total_batch_size:,} tokens/step | {s.num_iterations} "
              f"steps | run folder {run.run_dir}")
