@@ -7,7 +7,9 @@
 2. KV cache: tokens/s of generate with the cache vs recomputing the whole prefix (greedy, outputs compared);
 3. training throughput: tok/s of the demo model, and model FLOPs utilisation against this machine's own measured
    fp32 matmul peak (and against the GPU's bf16 peak on CUDA);
-4. memory: peak memory of a train step (CPU: resident set growth in a fresh process; CUDA: max_memory_allocated).
+4. memory: peak memory of a train step (CPU: resident set growth in a fresh process; CUDA: max_memory_allocated);
+5. Newton-Schulz dtype: a Muon step on the model's matrices in fp32 vs bf16, and whether the dtype the optimizer
+   setup measured and chose (`nanogpt_core.device.newton_schulz_dtype`) is the faster one.
 
 Timings interleave the candidates (A, B, A, B, ...) and report medians after warm-up, so a slow spell of the machine
 hits both sides alike.
@@ -155,6 +157,30 @@ def bench_throughput(depth: int, batch: int, seq: int, repeats: int) -> dict:
             "mfu_vs_matmul_peak": tok_s * model.estimate_flops() / peak}
 
 
+def bench_newton_schulz(depth: int, repeats: int) -> dict:
+    """A Muon step on the block matrices of a depth-`depth` model, fp32 vs bf16 iterations, and the setup's choice."""
+    cfg = GPTConfig.from_depth(depth, vocab_size=VOCAB, sequence_len=256)
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    model.init_weights()
+    _, muon = model.setup_optimizers()
+    chosen = muon.param_groups[0]["ns_dtype"]
+    for p in muon.param_groups[0]["params"]:
+        p.grad = torch.randn_like(p)
+
+    def step_in(dtype: str) -> Callable[[], None]:
+        def step() -> None:
+            for group in muon.param_groups:
+                group["ns_dtype"] = dtype
+            muon.step()
+        return step
+
+    med = interleaved_medians({"float32": step_in("float32"), "bfloat16": step_in("bfloat16")}, repeats, warmup=2)
+    faster = min(med, key=med.get)
+    return {"depth": depth, "matrices": len(muon.param_groups[0]["params"]), "fp32_ms": med["float32"] * 1e3,
+            "bf16_ms": med["bfloat16"] * 1e3, "chosen": chosen, "faster": faster, "chose_faster": chosen == faster}
+
+
 def peak_rss_mb() -> float:
     """This process's resident-set high-water mark. /proc's VmHWM belongs to this program alone; getrusage's maxrss
     would also count the parent's peak from before the exec."""
@@ -205,6 +231,10 @@ def markdown(results: dict) -> str:
     lines.append(f"| training throughput (demo model) | depth {t['depth']}, B={t['batch']}, T={t['seq']}, "
                  f"{t['params'] / 1e6:.1f}M params | {t['matmul_peak_gflops']:.0f} GFLOP/s fp32 matmul peak | "
                  f"{t['tok_s']:.0f} tok/s | MFU {100 * t['mfu_vs_matmul_peak']:.1f}% of measured peak | - |")
+    for n in results["newton_schulz"]:
+        lines.append(f"| Newton-Schulz dtype (Muon step) | depth {n['depth']}, {n['matrices']} matrices | "
+                     f"{n['fp32_ms']:.1f} ms fp32 | {n['bf16_ms']:.1f} ms bf16 | chose {n['chosen']} "
+                     f"(the faster: {n['chose_faster']}) | the faster |")
     m = results["memory"]
     lines.append(f"| memory (train step) | depth {m['depth']}, B={m['batch']}, T={m['seq']} | - | "
                  f"peak RSS {m['peak_rss_mb']:.0f} MB | +{m['train_step_growth_mb']:.0f} MB during steps | - |")
@@ -229,6 +259,7 @@ def main() -> None:
     results["throughput"] = bench_throughput(demo.depth, batch=demo.device_batch_size, seq=demo.max_seq_len,
                                              repeats=repeats)
     results["memory"] = bench_memory(4, batch=4, seq=256)
+    results["newton_schulz"] = [bench_newton_schulz(d, repeats) for d in (demo.depth, 4)]
     results["seconds"] = time.perf_counter() - started
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     print(markdown(results))
