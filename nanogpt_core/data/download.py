@@ -143,14 +143,13 @@ def download_dataset(
             how = "published checksum" if sha else ("recorded checksum" if recorded else "checksum recorded")
             say(f"{'downloaded' if fetched else 'already here'}: {target / file_name} "
                 f"({entry['size']:,} bytes, sha256 {digest[:12]}…, {how})")
-            if dataset.unpack:
-                unpacked = None if fetched or previous.get("sha256") != digest else previous.get("unpacked")
-                if not unpacked or not all((target / name).exists() for name in unpacked):
-                    unpacked = unpack_zip(target / file_name, target)
-                    say(f"unpacked: {', '.join(str(target / name) for name in unpacked)}")
-                entry["unpacked"] = unpacked
-            manifest[file_name] = entry
+            unpacked = None if fetched or recorded != digest else previous.get("unpacked")
+            manifest[file_name] = {**entry, "unpacked": unpacked} if unpacked else entry
             _write_manifest(target, manifest)
+            if dataset.unpack and (not unpacked or not all((target / name).exists() for name in unpacked)):
+                manifest[file_name]["unpacked"] = unpacked = unpack_zip(target / file_name, target)
+                _write_manifest(target, manifest)
+                say(f"unpacked: {', '.join(str(target / name) for name in unpacked)}")
     return target
 
 
