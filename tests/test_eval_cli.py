@@ -236,6 +236,23 @@ def test_items_split_over_two_processes_give_the_same_result(trained_run, tmp_pa
     assert report["core"]["core"] == single["core"]["core"]
 
 
+@pytest.mark.slow
+def test_training_under_torchrun_logs_the_core_of_its_weights(tiny_tokenizer, data_dir, tmp_path, monkeypatch):  # noqa: F811
+    """Every rank evaluates its share at the cadence; rank 0 logs the combined number, which is the CORE of the
+    weights it saves (the final checkpoint evaluated by one process)."""
+    monkeypatch.setenv("NANOGPT_DATA_DIR", str(data_dir))
+    corpus = _corpus(tmp_path / "corpus.txt")
+    _torchrun(["train", "--data", str(corpus), "--tokenizer", str(tiny_tokenizer), "--out", str(tmp_path / "run"),
+               "--depth=1", "--n-embd=64", "--n-head=1", "--max-seq-len=64", "--device-batch-size=2",
+               "--total-batch-size=256", "--num-iterations=6", "--eval-every=-1", "--eval-tokens=512",
+               "--device=cpu", "--core-metric-every=3", "--core-metric-max-per-task=-1"], cwd=tmp_path)
+    records = [r for r in read_metrics(tmp_path / "run") if r["type"] == "core"]
+    assert [r["step"] for r in records] == [3, 6]
+    result = _eval(str(tmp_path / "run"), "--core", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["core"]["core"] == records[-1]["core"]
+
+
 # --- offline, and other mistakes: one line each ----------------------------------------------------------------------
 
 
