@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from nanogpt_cli.errors import debug_option
-from nanogpt_core.data.download import DATASETS, ENV_DATA_DIR, data_dir, download_dataset
+from nanogpt_core.data.download import DATASETS, ENV_DATA_DIR, data_dir, download_dataset, get_dataset
 
 
 @click.group("data")
@@ -36,4 +36,4 @@ def download_command(name: str, shards: int | None, directory: str | None, base_
     """Download dataset NAME (see `nanogpt data list`), resuming partial downloads and checking SHA-256s."""
     target = download_dataset(name, shards=shards, directory=directory, base_url=base_url, progress=progress,
                               log=lambda line: click.echo(line, err=True))
-    click.echo(f"Ready: {target}\nTrain on it with: nanogpt train --data {target}")
+    click.echo(f"Ready: {target}\n{get_dataset(name).next_step.format(target=target)}")

@@ -11,6 +11,7 @@ from nanogpt_cli.compare import compare_command
 from nanogpt_cli.components import components_command
 from nanogpt_cli.data import data_group
 from nanogpt_cli.errors import EXIT_INTERRUPTED, Invocation, report_exception
+from nanogpt_cli.eval import eval_command
 from nanogpt_cli.experiment import experiment_command
 from nanogpt_cli.interop import export_group, import_group, pretrained_compare_command
 from nanogpt_cli.reset import reset_command
@@ -61,6 +62,7 @@ cli.add_command(pretrained_compare_command)
 cli.add_command(compare_command)
 cli.add_command(train_command)
 cli.add_command(sample_command)
+cli.add_command(eval_command)
 cli.add_command(data_group)
 cli.add_command(tokenizer_group)
 cli.add_command(reset_command)

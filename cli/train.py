@@ -3,6 +3,7 @@
     nanogpt train                                   # the CPU demo: ~5 minutes on 2 cores, learns visibly
     nanogpt train --depth=4 --max_seq_len=512 --device_batch_size=1 --eval_tokens=512 \\
         --core_metric_every=-1 --total_batch_size=512 --num_iterations=1      # the seed's command, verbatim
+    nanogpt train --core-metric-every 500           # CORE as it trains (after `nanogpt data download core-eval`)
     nanogpt train --use student:attention           # your attention, the reference everywhere else
     nanogpt train --resume runs/20250101-120000     # continue a run exactly where it stopped
 
@@ -62,6 +63,9 @@ OPTIONS = [
     _flag("eval_tokens", int, "Validation tokens per evaluation."),
     _flag("sample_every", int, "Print samples every N steps (-1: only at the end)."),
     _flag("save_every", int, "Save a checkpoint every N steps (-1: only at the end and on Ctrl-C)."),
+    _flag("core_metric_every", int, "nanochat's CORE metric every N steps and at the end (-1: never; needs "
+          "`nanogpt data download core-eval`)."),
+    _flag("core_metric_max_per_task", int, "Items per CORE task during training (-1: all)."),
     # where and how
     _flag("data", str, "Training text: a file, a folder of .txt/.md, or parquet shards (default: built-in corpus)."),
     _flag("tokenizer", str, "Use this tokenizer folder instead of training one."),
@@ -88,17 +92,12 @@ def _apply(options):
 @click.option("--compile", "compile_", is_flag=True, default=None, help="torch.compile the model (needs a compiler).")
 @click.option("--debug", is_flag=False, flag_value="flow", default=None, metavar="[=stats]", callback=remember_debug,
               help="Trace the first step's component calls and shapes; --debug=stats adds tensor statistics.")
-@click.option("--core-metric-every", "--core_metric_every", "core_metric_every", type=int, default=None,
-              help="Accepted for nanochat compatibility; there is no CORE evaluation offline, so it is ignored.")
 @click.pass_context
-def train_command(ctx: click.Context, core_metric_every: int | None, compile_: bool | None, resume: str | None,
-                  **flags) -> None:
+def train_command(ctx: click.Context, compile_: bool | None, resume: str | None, **flags) -> None:
     """Train a GPT (nanochat's base_train) and save checkpoints, samples, metrics and a loss plot."""
     flags["compile"] = compile_
     explicit = {name: value for name, value in flags.items()
                 if value is not None and ctx.get_parameter_source(_param(name)) is not ParameterSource.DEFAULT}
-    if core_metric_every is not None:
-        click.echo(f"Note: --core-metric-every {core_metric_every} ignored (no CORE evaluation offline).")
     checkpoint = find_resume_checkpoint(resume, explicit.get("out"))
     if checkpoint is not None:
         settings = resume_settings(checkpoint, explicit)

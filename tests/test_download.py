@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -215,3 +216,117 @@ def test_tinyshakespeare_checksum_constant_matches_the_real_file(server, tmp_pat
     server.files["/tinyshakespeare/input.txt"] = SHARED_SHAKESPEARE.read_bytes()
     target = fetch("tinyshakespeare", server, tmp_path)
     assert sha256_of(target / "input.txt") == sha
+
+
+# --- the CORE eval bundle: a zip, unpacked safely ----------------------------------------------------------------
+
+FIXTURE_BUNDLE = Path(__file__).parent / "data" / "eval_bundle"
+
+
+def _zip(members: dict[str, bytes], links: dict[str, str] | None = None) -> bytes:
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+        for name, target in (links or {}).items():
+            info = zipfile.ZipInfo(name)
+            info.external_attr = (0o120777 << 16)  # a symbolic link, as `zip --symlinks` stores one
+            zf.writestr(info, target)
+    return buffer.getvalue()
+
+
+def _bundle_zip() -> bytes:
+    """The fixture bundle laid out as nanochat's eval_bundle.zip: everything under eval_bundle/."""
+    return _zip({f"eval_bundle/{p.relative_to(FIXTURE_BUNDLE).as_posix()}": p.read_bytes()
+                 for p in sorted(FIXTURE_BUNDLE.rglob("*")) if p.is_file()})
+
+
+def _serve_archive(server, monkeypatch, body: bytes) -> bytes:
+    """Serve `body` as core-eval's archive, the real entry given its checksum."""
+    import dataclasses
+
+    entry = dataclasses.replace(DATASETS["core-eval"],
+                                known={"eval_bundle.zip": (None, hashlib.sha256(body).hexdigest())})
+    monkeypatch.setitem(DATASETS, "core-eval", entry)
+    monkeypatch.delenv(download.ENV_BASE_URL, raising=False)
+    server.files["/core-eval/eval_bundle.zip"] = body
+    return body
+
+
+@pytest.fixture
+def core_eval(server, monkeypatch):
+    """The fixture bundle served as nanochat's eval_bundle.zip."""
+    return _serve_archive(server, monkeypatch, _bundle_zip())
+
+
+def test_core_eval_registry_entry():
+    entry = DATASETS["core-eval"]
+    assert entry.file_names() == ["eval_bundle.zip"] and entry.unpack
+    assert f"{entry.base_url}/eval_bundle.zip" == "https://karpathy-public.s3.us-west-2.amazonaws.com/eval_bundle.zip"
+    size, sha = entry.known["eval_bundle.zip"]
+    assert size is None and len(sha) == 64
+
+
+def test_core_eval_download_unpacks_the_bundle_once(server, core_eval, tmp_path):
+    from nanogpt_core.evals import load_bundle
+
+    lines = []
+    target = download_dataset("core-eval", directory=tmp_path, base_url=server.url, progress=False, retry_wait=0,
+                              log=lines.append)
+    assert (target / "eval_bundle" / "core.yaml").read_bytes() == (FIXTURE_BUNDLE / "core.yaml").read_bytes()
+    assert [t.label for t in load_bundle(target).tasks][:2] == ["tiny_choice_zeroshot", "tiny_question"]
+    assert lines[-1] == f"unpacked: {target / 'eval_bundle'}"
+    import json
+
+    assert json.loads((target / "manifest.json").read_text())["files"]["eval_bundle.zip"]["unpacked"] == [
+        "eval_bundle"]
+    assert not [p for p in target.iterdir() if p.name.startswith(".tmp-")]
+    # a second run fetches and unpacks nothing; a deleted bundle folder is unpacked again from the archive
+    lines.clear()
+    fetch("core-eval", server, tmp_path)
+    download_dataset("core-eval", directory=tmp_path, base_url=server.url, progress=False, log=lines.append)
+    assert len(server.requests) == 1 and not any(line.startswith("unpacked") for line in lines)
+    shutil.rmtree(target / "eval_bundle")
+    download_dataset("core-eval", directory=tmp_path, base_url=server.url, progress=False, log=lines.append)
+    assert len(server.requests) == 1 and (target / "eval_bundle" / "eval_meta_data.csv").is_file()
+
+
+@pytest.mark.parametrize(("members", "links", "what"), [
+    ({"eval_bundle/core.yaml": b"x", "../escaped.txt": b"gotcha"}, None, "written outside"),
+    ({"eval_bundle/../../escaped.txt": b"gotcha"}, None, "written outside"),
+    ({"/tmp/escaped.txt": b"gotcha"}, None, "written outside"),
+    ({"eval_bundle/core.yaml": b"x"}, {"eval_bundle/eval_data": "/etc"}, "a link"),
+])
+def test_a_hostile_archive_writes_nothing(server, monkeypatch, tmp_path, members, links, what):
+    _serve_archive(server, monkeypatch, _zip(members, links))
+    with pytest.raises(DataError, match=f"which would be {what} the folder it is unpacked into; refusing it"):
+        fetch("core-eval", server, tmp_path / "data")
+    target = tmp_path / "data" / "core-eval"
+    assert sorted(p.name for p in target.iterdir()) == ["eval_bundle.zip", "manifest.json"]
+    assert not list(tmp_path.rglob("escaped.txt"))
+
+
+def test_a_corrupt_archive_is_one_line(server, monkeypatch, tmp_path):
+    _serve_archive(server, monkeypatch, b"PK\x03\x04 this is not a zip")
+    with pytest.raises(DataError, match="is not a readable zip"):
+        fetch("core-eval", server, tmp_path)
+
+
+def test_cli_core_eval_says_how_to_use_it(server, core_eval, tmp_path, monkeypatch):
+    monkeypatch.setenv(download.ENV_BASE_URL, server.url)
+    result = CliRunner().invoke(cli, ["data", "download", "core-eval", "--dir", str(tmp_path), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "Evaluate a checkpoint with: nanogpt eval RUN --core" in result.output
+    assert "nanogpt train --data" not in result.output
+
+
+def test_core_eval_offline_is_one_line(monkeypatch, tmp_path):
+    """No network (a base URL nothing listens on): the error names the URL and how to resume, no traceback."""
+    monkeypatch.setenv(download.ENV_BASE_URL, "http://127.0.0.1:9")
+    monkeypatch.setattr(download.time, "sleep", lambda seconds: None)  # the retries' back-off
+    result = CliRunner().invoke(cli, ["data", "download", "core-eval", "--dir", str(tmp_path), "--no-progress"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "Error: could not download http://127.0.0.1:9/core-eval/eval_bundle.zip" in result.output

@@ -6,7 +6,10 @@ means a good file). Datasets with a published checksum are checked against it; f
 the checksum of the first download is recorded in the dataset's `manifest.json` and checked on every later run.
 
 Files land in `<data dir>/<dataset>/`, the data dir being `--dir`, else $NANOGPT_DATA_DIR, else
-~/.cache/nanogpt/data. $NANOGPT_DOWNLOAD_BASE_URL (or `base_url=`) replaces the hosts: files are then fetched from
+~/.cache/nanogpt/data. An archive (the CORE eval bundle, a zip) is unpacked next to itself once it checks out:
+into a temporary folder first, every member's path checked to stay inside it (no absolute paths, no `..`, no
+links), then moved into place, so a half-unpacked or hostile archive never leaves files behind.
+$NANOGPT_DOWNLOAD_BASE_URL (or `base_url=`) replaces the hosts: files are then fetched from
 `<base url>/<dataset>/<file>`, for a mirror, or for the tests' local server.
 """
 
@@ -15,22 +18,27 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shutil
+import stat
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from nanogpt_core.errors import ConfigError, DataError
-from nanogpt_core.files import sha256_file, write_json_atomic
+from nanogpt_core.files import TMP_PREFIX, fsync_dir, sha256_file, write_json_atomic
 
 ENV_DATA_DIR = "NANOGPT_DATA_DIR"
 ENV_BASE_URL = "NANOGPT_DOWNLOAD_BASE_URL"
 DEFAULT_DATA_DIR = "~/.cache/nanogpt/data"
 MANIFEST = "manifest.json"
 CHUNK_BYTES = 1 << 20
+MAX_UNPACKED_BYTES = 16 << 30  # an archive that claims more than this is refused (a zip bomb, not a dataset)
 
 
 @dataclass(frozen=True)
@@ -43,7 +51,9 @@ class Dataset:
     file_pattern: str  # a file name, or a pattern with {i} for sharded datasets
     max_shards: int = 1
     default_shards: int = 1
-    known: dict[str, tuple[int, str]] = field(default_factory=dict)  # file name -> (size in bytes, sha256)
+    known: dict[str, tuple[int | None, str]] = field(default_factory=dict)  # file name -> (size or None, sha256)
+    unpack: bool = False  # a zip archive, unpacked into the dataset's folder after it checks out
+    next_step: str = "Train on it with: nanogpt train --data {target}"  # what the CLI suggests once it is here
 
     def file_names(self, shards: int | None = None) -> list[str]:
         if self.max_shards == 1:
@@ -72,6 +82,16 @@ DATASETS: dict[str, Dataset] = {
             base_url="https://huggingface.co/datasets/karpathy/fineweb-edu-100b-shuffle/resolve/main",
             file_pattern="shard_{i:05d}.parquet",
             max_shards=1823,  # shard_00000 .. shard_01822
+        ),
+        Dataset(
+            name="core-eval",
+            description="nanochat's CORE eval bundle (DCLM's 22 tasks: core.yaml, eval_meta_data.csv, eval_data/)",
+            base_url="https://karpathy-public.s3.us-west-2.amazonaws.com",
+            file_pattern="eval_bundle.zip",
+            # nobody publishes it; this is the digest several independent projects record for this URL
+            known={"eval_bundle.zip": (None, "90a7c19e28ee7a52b4f6e1f87658deb9fde7f63deba2379045bdb1fe9ea5d200")},
+            unpack=True,
+            next_step="Evaluate a checkpoint with: nanogpt eval RUN --core",
         ),
     )
 }
@@ -115,15 +135,77 @@ def download_dataset(
         for file_name in files:
             url = f"{base}/{dataset.name}/{file_name}" if base else f"{dataset.base_url}/{file_name}"
             size, sha = dataset.known.get(file_name, (None, None))
-            recorded = manifest.get(file_name, {}).get("sha256")
+            previous = manifest.get(file_name, {})
+            recorded = previous.get("sha256")
             digest, fetched = fetch_file(url, target / file_name, expected_sha256=sha or recorded,
                                          expected_size=size, bar=bar, retries=retries, retry_wait=retry_wait)
-            manifest[file_name] = {"url": url, "size": (target / file_name).stat().st_size, "sha256": digest}
-            _write_manifest(target, manifest)
+            entry = {"url": url, "size": (target / file_name).stat().st_size, "sha256": digest}
             how = "published checksum" if sha else ("recorded checksum" if recorded else "checksum recorded")
             say(f"{'downloaded' if fetched else 'already here'}: {target / file_name} "
-                f"({manifest[file_name]['size']:,} bytes, sha256 {digest[:12]}…, {how})")
+                f"({entry['size']:,} bytes, sha256 {digest[:12]}…, {how})")
+            unpacked = None if fetched or recorded != digest else previous.get("unpacked")
+            manifest[file_name] = {**entry, "unpacked": unpacked} if unpacked else entry
+            _write_manifest(target, manifest)
+            if dataset.unpack and (not unpacked or not all((target / name).exists() for name in unpacked)):
+                manifest[file_name]["unpacked"] = unpacked = unpack_zip(target / file_name, target)
+                _write_manifest(target, manifest)
+                say(f"unpacked: {', '.join(str(target / name) for name in unpacked)}")
     return target
+
+
+def unpack_zip(archive: Path, target: Path) -> list[str]:
+    """Unpack the zip `archive` into the folder `target`; return the top-level names it put there.
+
+    Everything is extracted into a temporary folder inside `target` first, after every member is checked (a path
+    that is absolute, climbs out with `..`, or is a link is refused, as is an archive that claims more than
+    MAX_UNPACKED_BYTES); the top-level entries then replace any older copies. A failure leaves `target` as it was.
+    """
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            members = zf.infolist()
+            for member in members:
+                _check_member(member, archive)
+            claimed = sum(m.file_size for m in members)
+            if claimed > MAX_UNPACKED_BYTES:
+                raise DataError(f"{archive} claims {claimed:,} bytes unpacked (more than {MAX_UNPACKED_BYTES:,}); "
+                                f"it is not the dataset, delete it and download again")
+            staging = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}unpack-", dir=target))
+            try:
+                zf.extractall(staging)
+                tops = sorted({m.filename.split("/")[0] for m in members if m.filename.strip("/")})
+                for name in tops:
+                    _replace(staging / name, target / name)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as exc:
+        raise DataError(f"{archive} is not a readable zip ({exc}); delete it and download again") from None
+    fsync_dir(target)
+    return tops
+
+
+def _check_member(member: zipfile.ZipInfo, archive: Path) -> None:
+    """Refuse a member that would land outside the folder it is unpacked into, or that is a link."""
+    name = member.filename
+    parts = name.replace("\\", "/").split("/")
+    escapes = name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":") or ".." in parts
+    is_link = stat.S_ISLNK(member.external_attr >> 16)
+    if escapes or is_link:
+        raise DataError(f"{archive} holds {name!r}, which would be {'a link' if is_link else 'written outside'} "
+                        f"the folder it is unpacked into; refusing it: delete the archive and download again")
+
+
+def _replace(source: Path, dest: Path) -> None:
+    """Move `source` over `dest`, the old `dest` (a file or a folder) out of the way first and then removed."""
+    old = None
+    if dest.exists() or dest.is_symlink():
+        old = dest.with_name(f"{TMP_PREFIX}old-{dest.name}-{os.getpid()}")
+        os.replace(dest, old)
+    os.replace(source, dest)
+    if old is not None:
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink(missing_ok=True)
 
 
 def fetch_file(

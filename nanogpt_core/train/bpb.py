@@ -4,6 +4,9 @@ Loss per token depends on the tokenizer (a bigger vocabulary makes fewer, harder
 tokenizers cannot be compared by loss. Dividing the total loss by the number of bytes the targets stand for can:
 bpb = sum of nats over target tokens / (ln 2 * their total UTF-8 bytes). Special tokens (0 bytes) and ignored
 targets (-1) count in neither sum.
+
+`validation_bpb` is the number a run reports: the run's own validation documents, read the way training reads them
+(the same loader, batch and number of batches), so `nanogpt eval RUN --bpb` gives the figure the run logged.
 """
 
 from __future__ import annotations
@@ -13,6 +16,13 @@ from collections.abc import Iterable, Iterator
 
 import torch
 import torch.distributed as dist
+
+from nanogpt_core.data.corpus import load_documents, split_documents
+from nanogpt_core.data.loader import TokenLoader, tokenize_documents
+from nanogpt_core.data.tokenizer import Tokenizer
+from nanogpt_core.device import autocast_context
+from nanogpt_core.train.distributed import Ranks
+from nanogpt_core.train.settings import TrainSettings, eval_steps
 
 
 def _batches(loader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -55,3 +65,20 @@ def evaluate_bpb(model: torch.nn.Module, loader: Iterable, steps: int, token_byt
     if nbytes == 0:
         return float("inf")
     return nats / (math.log(2) * nbytes)
+
+
+def validation_tokens(settings: TrainSettings, tokenizer: Tokenizer) -> torch.Tensor:
+    """The token stream of the run's validation documents (`settings.data`, split as training splits it)."""
+    _, val_docs = split_documents(load_documents(settings.data))
+    return tokenize_documents(val_docs, tokenizer)
+
+
+def validation_bpb(model: torch.nn.Module, val_tokens: torch.Tensor, settings: TrainSettings, ranks: Ranks,
+                   device: torch.device, token_bytes: torch.Tensor) -> float:
+    """Val bits per byte as training evaluates it: a fresh loader over `val_tokens` (so every evaluation sees the
+    same text), `eval_tokens` worth of batches split over the ranks, under the device's autocast."""
+    loader = TokenLoader(val_tokens, settings.device_batch_size, settings.max_seq_len, rank=ranks.rank,
+                         world_size=ranks.world_size, device=device)
+    steps = eval_steps(settings.eval_tokens, settings.device_batch_size, settings.max_seq_len, ranks.world_size)
+    with autocast_context(device):
+        return evaluate_bpb(model, loader, steps, token_bytes)

@@ -11,8 +11,9 @@ A run goes through five phases, one function each:
     _take_step one optimisation step (`nanogpt_core.train.step`), its bookkeeping and its log line
     _save      a checkpoint every save_every steps, at the end and on Ctrl-C
 
-Greedy samples from fixed prompts are printed every sample_every steps and at the end. Other work at step
-boundaries (an evaluation suite, snapshots of the model) plugs in as a `StepHook`; other places for the numbers
+Greedy samples from fixed prompts are printed every sample_every steps and at the end; nanochat's CORE metric is
+evaluated every core_metric_every steps and at the end (a `StepHook` the settings build). Other work at step
+boundaries (an evaluation suite, snapshots of the model) plugs in as a `StepHook` too; other places for the numbers
 (experiment trackers) as a `MetricSink` of the run log (`train.run_log`).
 
 A run is a folder (default runs/<timestamp>): config.json, metrics.jsonl, samples.txt, loss.png, tokenizer/ and
@@ -45,7 +46,8 @@ from nanogpt_core.data.corpus import load_documents, split_documents
 from nanogpt_core.data.loader import TokenLoader, tokenize_documents
 from nanogpt_core.data.tokenizer import DEFAULT_VOCAB_SIZE, TOKENIZER_DIR, Tokenizer, has_tokenizer, tokenizer_folder
 from nanogpt_core.device import autocast_context, configure_device, peak_flops, resolve_device, synchronize
-from nanogpt_core.errors import CheckpointError, ConfigError, TrainingError
+from nanogpt_core.errors import CheckpointError, ConfigError, DataError, TrainingError
+from nanogpt_core.evals import evaluate_core, load_bundle
 from nanogpt_core.files import timestamped_folder, write_json_atomic
 from nanogpt_core.io.checkpoint import (
     Checkpoint,
@@ -61,7 +63,7 @@ from nanogpt_core.io.checkpoint import (
 )
 from nanogpt_core.model import trace
 from nanogpt_core.model.assembly import GPT, build_model, check_optimizer_coverage
-from nanogpt_core.train.bpb import evaluate_bpb
+from nanogpt_core.train.bpb import validation_bpb
 from nanogpt_core.train.distributed import (
     Ranks,
     any_rank,
@@ -81,7 +83,6 @@ from nanogpt_core.train.settings import (
     CONFIG_FILE,
     TrainResult,
     TrainSettings,
-    eval_steps,
     grad_accum_steps,
     model_config,
     saved_settings,
@@ -209,7 +210,7 @@ def train(
             if ckpt is not None:
                 _restore(run, ckpt)
                 del ckpt
-            result = _loop(run, on_step, hooks)
+            result = _loop(run, on_step, [*_settings_hooks(run), *hooks])
         finally:
             run.log.close()
     result.wall_time_s = time.time() - wall_start
@@ -356,12 +357,7 @@ def _wrap_for_training(run: Run) -> torch.nn.Module:
 
 def _evaluate(run: Run) -> float:
     """Val bits per byte over a fresh loader, so every evaluation sees the same text (every rank takes part)."""
-    s = run.settings
-    val_loader = TokenLoader(run.val_tokens, s.device_batch_size, s.max_seq_len, rank=run.ranks.rank,
-                             world_size=run.ranks.world_size, device=run.device)
-    n_eval = eval_steps(s.eval_tokens, s.device_batch_size, s.max_seq_len, run.ranks.world_size)
-    with run.autocast:
-        bpb = evaluate_bpb(run.model, val_loader, n_eval, run.token_bytes)
+    bpb = validation_bpb(run.model, run.val_tokens, run.settings, run.ranks, run.device, run.token_bytes)
     loop = run.loop
     loop["val_bpb"] = bpb
     if loop["first_val_bpb"] is None:
@@ -497,6 +493,33 @@ def _loop(run: Run, on_step: Callable[[int, dict[str, Any]], None] | None, hooks
         log.stop()
     _finish(run, result, step)
     return result
+
+
+def _settings_hooks(run: Run) -> list[StepHook]:
+    """The step hooks the settings ask for: the CORE metric with --core-metric-every N > 0 (and the eval bundle)."""
+    s = run.settings
+    if s.core_metric_every <= 0:
+        return []
+    try:
+        bundle = load_bundle()
+    except DataError as exc:  # a run asked to log CORE still trains without the bundle, and says how to get it
+        run.log.note(f"CORE metric off for this run: {exc}")
+        return []
+    batch_tokens = s.device_batch_size * s.max_seq_len  # what a training micro-batch forwards, so it fits memory
+    per_task = "all" if s.core_metric_max_per_task <= 0 else f"up to {s.core_metric_max_per_task}"
+    run.log.note(f"CORE metric: every {s.core_metric_every} steps and at the end, {len(bundle.tasks)} tasks of "
+                 f"{bundle.folder}, {per_task} items each")
+
+    def core_metric(run: Run, step: int) -> dict[str, Any]:
+        t0 = time.time()
+        result = evaluate_core(run.model, run.tokenizer, bundle, max_per_task=s.core_metric_max_per_task,
+                               batch_tokens=batch_tokens)
+        run.log.note(f"step {step:05d} | CORE {result.core:.4f} ({len(result.tasks)} tasks in "
+                     f"{time.time() - t0:.1f}s)")
+        return {"core": result.core, "centered": {t.label: t.centered for t in result.tasks},
+                "accuracy": {t.label: t.accuracy for t in result.tasks}}
+
+    return [StepHook("core", s.core_metric_every, core_metric, all_ranks=True)]
 
 
 def _run_hook(run: Run, hook: StepHook, step: int) -> None:

@@ -1,7 +1,9 @@
-"""loss.png: the training loss and the validation bits per byte of a run, side by side.
+"""loss.png: the training loss and the validation bits per byte of a run, side by side (and the CORE metric in a
+third panel when the run evaluates it).
 
-Two panels rather than one shared axis: the training loss is nats per token, validation is bits per byte, and
-putting different units on one axis invites a wrong comparison. Drawn with matplotlib's Agg backend (no display).
+Separate panels rather than one shared axis: the training loss is nats per token, validation is bits per byte, CORE
+a centred accuracy, and putting different units on one axis invites a wrong comparison. Drawn with matplotlib's
+Agg backend (no display).
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ PLOT_FILE = "loss.png"
 
 
 def plot_losses(records: list[dict[str, Any]], out_path: str | Path) -> Path:
-    """Draw train loss (raw and smoothed) and val bpb from metrics records into `out_path`, atomically."""
+    """Draw train loss (raw and smoothed), val bpb and CORE (if any) from metrics records into `out_path`,
+    atomically."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -23,7 +26,9 @@ def plot_losses(records: list[dict[str, Any]], out_path: str | Path) -> Path:
 
     train = [r for r in records if r.get("type") == "train"]
     evals = [r for r in records if r.get("type") == "eval"]
-    fig, (ax_train, ax_val) = plt.subplots(1, 2, figsize=(11, 4))
+    core = [r for r in records if r.get("type") == "core"]
+    fig, axes = plt.subplots(1, 3 if core else 2, figsize=(16 if core else 11, 4))
+    ax_train, ax_val = axes[0], axes[1]
     if train:
         steps = [r["step"] + 1 for r in train]  # a train record is logged after its step: the model has seen step+1
         ax_train.plot(steps, [r["loss"] for r in train], color="tab:blue", alpha=0.3, linewidth=1, label="loss")
@@ -33,6 +38,10 @@ def plot_losses(records: list[dict[str, Any]], out_path: str | Path) -> Path:
     if evals:
         ax_val.plot([r["step"] for r in evals], [r["val_bpb"] for r in evals], "o-", color="tab:orange")
     ax_val.set(title="validation", xlabel="step", ylabel="bits per byte")
-    for ax in (ax_train, ax_val):
+    if core:
+        axes[2].plot([r["step"] for r in core], [r["core"] for r in core], "o-", color="tab:green")
+        axes[2].axhline(0.0, color="gray", linewidth=1, linestyle=":")  # what guessing scores
+        axes[2].set(title="CORE (0 = random guessing)", xlabel="step", ylabel="mean centred accuracy")
+    for ax in axes:
         ax.grid(alpha=0.3)
     return save_figure(fig, out_path)

@@ -52,6 +52,8 @@ class TrainSettings:
     eval_tokens: int = 8192
     sample_every: int = -1
     save_every: int = -1
+    core_metric_every: int = -1  # nanochat's CORE every N steps and at the end (-1: never); needs the eval bundle
+    core_metric_max_per_task: int = 500  # items per CORE task during training (nanochat's default; -1: all)
     # where and how
     data: str | None = None
     tokenizer: str | None = None
