@@ -70,7 +70,9 @@ TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 EXPORTED_FILES = (CONFIG_FILE, WEIGHTS_FILE, GENERATION_CONFIG_FILE, TOKENIZER_FILE, TOKENIZER_CONFIG_FILE)
 PICKLED_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "model.pth")
-STEP_METADATA = "nanogpt_step"  # in model.safetensors' metadata, so export -> import -> export keeps the step
+# The only metadata in model.safetensors (older transformers require it). safetensors writes metadata keys in a
+# random order, so a second key would make two exports of the same weights differ byte for byte.
+WEIGHTS_METADATA = {"format": "pt"}
 HF_EXTRA = ("hf", "the Hugging Face export and import")
 
 # The reference's RMSNorm is F.rms_norm with eps=None, which uses the input dtype's machine epsilon: in float32 that
@@ -353,7 +355,7 @@ def _write_hf_folder(folder: Path, ckpt, tokenizer: Tokenizer) -> None:
     transformers = _transformers()
     names = hf_names(ckpt.config)
     weights = {names[key]: ckpt.model_state[key].detach().contiguous() for key in names}
-    save_file(weights, str(folder / WEIGHTS_FILE), metadata={"format": "pt", STEP_METADATA: str(ckpt.step)})
+    save_file(weights, str(folder / WEIGHTS_FILE), metadata=WEIGHTS_METADATA)
     hf_config(ckpt.config, tokenizer).save_pretrained(str(folder))
     transformers.GenerationConfig(bos_token_id=tokenizer.bos_id, eos_token_id=tokenizer.bos_id,
                                   pad_token_id=tokenizer.bos_id).save_pretrained(str(folder))
@@ -396,7 +398,6 @@ class HFModel:
     weights: dict[str, torch.Tensor]
     tokenizer: Tokenizer
     hf_config: dict[str, Any]
-    step: int = 0
     upcast: list[str] = field(default_factory=list)  # "name: bfloat16" for each tensor widened to fp32
 
 
@@ -408,7 +409,7 @@ def read_hf_folder(src: str | Path) -> HFModel:
         raise CheckpointError(f"no Hugging Face model at {folder}: the folder does not exist.")
     hf = _read_json(folder / CONFIG_FILE, "the model's config.json")
     config = _config_from_hf(hf, folder / CONFIG_FILE)
-    weights, step, upcast = _read_weights(folder, config)
+    weights, upcast = _read_weights(folder, config)
     tokenizer_path = folder / TOKENIZER_FILE
     if not tokenizer_path.is_file():
         raise CheckpointError(f"{tokenizer_path} is missing; nanogpt needs the model's own tokenizer.json.")
@@ -416,7 +417,7 @@ def read_hf_folder(src: str | Path) -> HFModel:
     if tokenizer.vocab_size != config.vocab_size:
         raise CheckpointError(f"{tokenizer_path} has {tokenizer.vocab_size} tokens but config.json says vocab_size "
                               f"{config.vocab_size}; a padded vocabulary is not the NanoChat nanogpt supports.")
-    return HFModel(folder, config, weights, tokenizer, hf, step, upcast)
+    return HFModel(folder, config, weights, tokenizer, hf, upcast)
 
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:
@@ -477,9 +478,9 @@ def _config_from_hf(hf: dict[str, Any], path: Path) -> GPTConfig:
     return config
 
 
-def _read_weights(folder: Path, config: GPTConfig) -> tuple[dict[str, torch.Tensor], int, list[str]]:
+def _read_weights(folder: Path, config: GPTConfig) -> tuple[dict[str, torch.Tensor], list[str]]:
     """The safetensors file (or shards named by model.safetensors.index.json), renamed to our keys, in float32;
-    also the step an export from nanogpt recorded (0 for any other folder) and which tensors were widened."""
+    also which tensors were widened."""
     if (folder / WEIGHTS_FILE).is_file():
         files = [folder / WEIGHTS_FILE]
     elif (folder / WEIGHTS_INDEX_FILE).is_file():
@@ -495,14 +496,12 @@ def _read_weights(folder: Path, config: GPTConfig) -> tuple[dict[str, torch.Tens
         raise CheckpointError(f"no {WEIGHTS_FILE} in {folder}.{hint}")
     ours_of = {hf: ours for ours, hf in hf_names(config).items()}
     weights: dict[str, torch.Tensor] = {}
-    unknown, upcast, step = [], [], 0
+    unknown, upcast = [], []
     for path in files:
         if not path.is_file():
             raise CheckpointError(f"{path} is missing (named by {WEIGHTS_INDEX_FILE}).")
         try:
             with safe_open(str(path), framework="pt", device="cpu") as f:
-                recorded = (f.metadata() or {}).get(STEP_METADATA, "")
-                step = int(recorded) if recorded.isdigit() else step
                 for key in f.keys():
                     if key not in ours_of:
                         unknown.append(key)
@@ -527,7 +526,7 @@ def _read_weights(folder: Path, config: GPTConfig) -> tuple[dict[str, torch.Tens
         if tuple(weights[key].shape) != shape:
             raise CheckpointError(f"{folder}: {hf_names(config)[key]} is {tuple(weights[key].shape)}, but config.json "
                                   f"implies {shape}; the weights and config do not belong together.")
-    return weights, step, upcast
+    return weights, upcast
 
 
 def import_hf(src: str | Path, out_dir: str | Path) -> tuple[Path, TransformersAgreement]:
@@ -549,4 +548,5 @@ def import_hf(src: str | Path, out_dir: str | Path) -> tuple[Path, TransformersA
         "format": "huggingface", "source": str(model.source.resolve()), "upcast_to_float32": model.upcast,
         "config": model.hf_config, "agreement_with_transformers": agreement.to_dict(),
     }}
-    return save_checkpoint(out, model.step, gpt, None, model.tokenizer, state=state), agreement
+    # A NanoChat folder records no training step: the imported checkpoint is step 0 of its new life here.
+    return save_checkpoint(out, 0, gpt, None, model.tokenizer, state=state), agreement
