@@ -5,6 +5,7 @@
         --core_metric_every=-1 --total_batch_size=512 --num_iterations=1      # the seed's command, verbatim
     nanogpt train --use student:attention           # your attention, the reference everywhere else
     nanogpt train --resume runs/20250101-120000     # continue a run exactly where it stopped
+    nanogpt train --log tensorboard --log wandb     # also to experiment trackers (docs/tracking.md)
 
 Every default lives in `TrainSettings`; a flag left out keeps it (and, when resuming, keeps the checkpoint's value).
 """
@@ -21,6 +22,7 @@ from nanogpt_core.device import DEVICE_CHOICES
 from nanogpt_core.train.distributed import Ranks
 from nanogpt_core.train.loop import train
 from nanogpt_core.train.settings import TrainSettings, find_resume_checkpoint, resume_settings
+from nanogpt_core.train.trackers import TRACKERS
 
 _DEFAULTS = {f.name: f.default for f in fields(TrainSettings)}
 
@@ -88,13 +90,17 @@ def _apply(options):
 @click.option("--compile", "compile_", is_flag=True, default=None, help="torch.compile the model (needs a compiler).")
 @click.option("--debug", is_flag=False, flag_value="flow", default=None, metavar="[=stats]", callback=remember_debug,
               help="Trace the first step's component calls and shapes; --debug=stats adds tensor statistics.")
+@click.option("--log", "log", multiple=True, type=click.Choice(TRACKERS),
+              help="Also log to an experiment tracker (repeatable; each needs its extra, e.g. pip install "
+                   "'nanogpt[tensorboard]'). See docs/tracking.md.")
 @click.option("--core-metric-every", "--core_metric_every", "core_metric_every", type=int, default=None,
               help="Accepted for nanochat compatibility; there is no CORE evaluation offline, so it is ignored.")
 @click.pass_context
 def train_command(ctx: click.Context, core_metric_every: int | None, compile_: bool | None, resume: str | None,
-                  **flags) -> None:
+                  log: tuple[str, ...], **flags) -> None:
     """Train a GPT (nanochat's base_train) and save checkpoints, samples, metrics and a loss plot."""
     flags["compile"] = compile_
+    flags["log"] = list(log) if log else None  # not given: the default (none), or a resumed run's own trackers
     explicit = {name: value for name, value in flags.items()
                 if value is not None and ctx.get_parameter_source(_param(name)) is not ParameterSource.DEFAULT}
     if core_metric_every is not None:
