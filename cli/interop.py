@@ -95,11 +95,20 @@ def export_group() -> None:
     """Write a nanogpt checkpoint in another codebase's format."""
 
 
+def export_arguments(command):
+    """CKPT OUT_DIR [--overwrite] [--debug]: what every export takes."""
+    for decorate in reversed((
+        click.argument("checkpoint", metavar="CKPT"),
+        click.argument("out_dir", metavar="OUT_DIR", type=click.Path(file_okay=False)),
+        click.option("--overwrite", is_flag=True, help="Replace files of the same names in OUT_DIR."),
+        debug_option,
+    )):
+        command = decorate(command)
+    return command
+
+
 @export_group.command("nanochat")
-@click.argument("checkpoint", metavar="CKPT")
-@click.argument("out_dir", metavar="OUT_DIR", type=click.Path(file_okay=False))
-@click.option("--overwrite", is_flag=True, help="Replace files of the same names in OUT_DIR.")
-@debug_option
+@export_arguments
 def export_nanochat_command(checkpoint: str, out_dir: str, overwrite: bool) -> None:
     """Export CKPT (a run folder or checkpoint folder) as nanochat's model_N.pt, meta_N.json and tokenizer/.
 
@@ -112,10 +121,7 @@ def export_nanochat_command(checkpoint: str, out_dir: str, overwrite: bool) -> N
 
 
 @export_group.command("hf")
-@click.argument("checkpoint", metavar="CKPT")
-@click.argument("out_dir", metavar="OUT_DIR", type=click.Path(file_okay=False))
-@click.option("--overwrite", is_flag=True, help="Replace files of the same names in OUT_DIR.")
-@debug_option
+@export_arguments
 def export_hf_command(checkpoint: str, out_dir: str, overwrite: bool) -> None:
     """Export CKPT as a Hugging Face transformers NanoChat folder: config.json, model.safetensors, tokenizer.json.
 

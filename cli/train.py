@@ -90,9 +90,10 @@ def _apply(options):
 @click.option("--compile", "compile_", is_flag=True, default=None, help="torch.compile the model (needs a compiler).")
 @click.option("--debug", is_flag=False, flag_value="flow", default=None, metavar="[=stats]", callback=remember_debug,
               help="Trace the first step's component calls and shapes; --debug=stats adds tensor statistics.")
-@click.option("--log", "log", multiple=True, type=click.Choice(TRACKERS),
+# --tracker: torchrun reads any prefix of its own options, so under torchrun `--log` is taken for its --log-dir
+@click.option("--log", "--tracker", "log", multiple=True, type=click.Choice(TRACKERS),
               help="Also log to an experiment tracker (repeatable; each needs its extra, e.g. pip install "
-                   "'nanogpt[tensorboard]'). See docs/tracking.md.")
+                   "'nanogpt[tensorboard]'). Under torchrun spell it --tracker. See docs/tracking.md.")
 @click.option("--core-metric-every", "--core_metric_every", "core_metric_every", type=int, default=None,
               help="Accepted for nanochat compatibility; there is no CORE evaluation offline, so it is ignored.")
 @click.pass_context

@@ -138,6 +138,22 @@ def test_the_command_line_offers_every_tracker():
     assert result.exit_code == 2 and all(name in result.output for name in TRACKERS)
 
 
+def test_under_torchrun_the_flag_is_spelled_tracker(tmp_path, tiny_corpus, tiny_tokenizer):  # noqa: F811
+    """torchrun's parser matches prefixes of its own options anywhere on the line: `--log` is taken for --log-dir."""
+    from torch.distributed.run import get_args_parser
+
+    launcher = ["--standalone", "--nproc-per-node=2", "-m", "nanogpt_cli", "train"]
+    assert get_args_parser().parse_args([*launcher, "--tracker", "tensorboard"]).training_script_args[-1] == \
+        "tensorboard"
+    with pytest.raises(SystemExit):
+        get_args_parser().parse_args([*launcher, "--log", "tensorboard"])
+    result = CliRunner().invoke(cli, ["train", "--data", str(tiny_corpus), "--tokenizer", str(tiny_tokenizer),
+                                      "--out", str(tmp_path / "run"), "--num-iterations", "0", "--depth", "1",
+                                      "--tracker", "tensorboard"])
+    assert result.exit_code == 0, result.output
+    assert load_checkpoint(tmp_path / "run", load_optimizer=False).state["settings"]["log"] == ["tensorboard"]
+
+
 # --- wandb (offline) and trackio (local store), as a user runs them -----------------------------------------------
 
 

@@ -109,17 +109,40 @@ class TensorBoardSink:
             self._writer = None
 
 
-class WandbSink:
-    """A Weights & Biases run in RUN/wandb/: online when there are credentials, offline otherwise (never a prompt)."""
+class _HostedRun:
+    """What the wandb and trackio sinks share: a run object whose `log(numbers, step=)` also takes a `Table`."""
 
-    def __init__(self, run_dir: Path, *, resuming: bool = False) -> None:
-        self._wandb = require_extra("wandb", "wandb", "--log wandb")
+    def __init__(self, module, run_dir: Path, resuming: bool) -> None:
+        self._module = module
         self.run_dir = run_dir
         self.resuming = resuming
         self._run = None
 
+    def record(self, record: dict[str, Any]) -> None:
+        if self._run is not None:
+            self._run.log(scalars(record), step=record["step"])
+
+    def samples(self, step: int, samples: list[tuple[str, str]]) -> None:
+        if self._run is not None:
+            table = self._module.Table(columns=["prompt", "completion"], data=[list(s) for s in samples])
+            self._run.log({"samples": table}, step=step)
+
+    def close(self) -> None:
+        if self._run is not None:
+            self._finish()
+            self._run = None
+
+    def _finish(self) -> None:
+        self._run.finish()
+
+
+class WandbSink(_HostedRun):
+    """A Weights & Biases run in RUN/wandb/: online when there are credentials, offline otherwise (never a prompt)."""
+
+    def __init__(self, run_dir: Path, *, resuming: bool = False) -> None:
+        super().__init__(require_extra("wandb", "wandb", "--log wandb"), run_dir, resuming)
+
     def start(self, config: dict[str, Any]) -> None:
-        wandb = self._wandb
         folder = self.run_dir / WANDB_DIR
         folder.mkdir(parents=True, exist_ok=True)
         id_file = folder / WANDB_ID_FILE
@@ -132,25 +155,11 @@ class WandbSink:
         # stops at a login prompt. Offline runs upload later with `wandb sync`.
         mode = None if os.environ.get("WANDB_MODE") else ("online" if wandb_credentials() else "offline")
         try:
-            self._run = wandb.init(project=os.environ.get("WANDB_PROJECT", PROJECT), name=self.run_dir.name,
-                                   id=run_id, resume="allow", dir=str(self.run_dir), config=config, mode=mode)
+            self._run = self._module.init(project=os.environ.get("WANDB_PROJECT", PROJECT), name=self.run_dir.name,
+                                          id=run_id, resume="allow", dir=str(self.run_dir), config=config, mode=mode)
         except Exception as exc:  # wandb's errors are its own classes; the run has not started, nothing is lost
             raise TrainingError(f"--log wandb could not start a run ({type(exc).__name__}: {exc}); run "
                                 f"`wandb login`, or set WANDB_MODE=offline.") from exc
-
-    def record(self, record: dict[str, Any]) -> None:
-        if self._run is not None:
-            self._run.log(scalars(record), step=record["step"])
-
-    def samples(self, step: int, samples: list[tuple[str, str]]) -> None:
-        if self._run is not None:
-            table = self._wandb.Table(columns=["prompt", "completion"], data=[list(s) for s in samples])
-            self._run.log({"samples": table}, step=step)
-
-    def close(self) -> None:
-        if self._run is not None:
-            self._run.finish()
-            self._run = None
 
 
 def wandb_credentials() -> bool:
@@ -164,36 +173,22 @@ def wandb_credentials() -> bool:
         return False
 
 
-class TrackioSink:
+class TrackioSink(_HostedRun):
     """A trackio run in its local store (TRACKIO_DIR); `trackio show` opens the dashboard."""
 
     def __init__(self, run_dir: Path, *, resuming: bool = False) -> None:
-        self._trackio = require_extra("trackio", "trackio", "--log trackio")
-        self.run_dir = run_dir
-        self.resuming = resuming
-        self._run = None
+        super().__init__(require_extra("trackio", "trackio", "--log trackio"), run_dir, resuming)
 
     def start(self, config: dict[str, Any]) -> None:
         try:
-            self._run = self._trackio.init(project=os.environ.get("TRACKIO_PROJECT", PROJECT),
-                                           name=self.run_dir.name, config=config,
-                                           resume="allow" if self.resuming else "never", embed=False)
+            self._run = self._module.init(project=os.environ.get("TRACKIO_PROJECT", PROJECT),
+                                          name=self.run_dir.name, config=config,
+                                          resume="allow" if self.resuming else "never", embed=False)
         except Exception as exc:  # trackio's errors are its own classes; the run has not started, nothing is lost
             raise TrainingError(f"--log trackio could not start a run ({type(exc).__name__}: {exc}).") from exc
 
-    def record(self, record: dict[str, Any]) -> None:
-        if self._run is not None:
-            self._run.log(scalars(record), step=record["step"])
-
-    def samples(self, step: int, samples: list[tuple[str, str]]) -> None:
-        if self._run is not None:
-            table = self._trackio.Table(columns=["prompt", "completion"], data=[list(s) for s in samples])
-            self._run.log({"samples": table}, step=step)
-
-    def close(self) -> None:
-        if self._run is not None:
-            self._trackio.finish()  # trackio.finish also forgets the run: its exit hook will not finish it twice
-            self._run = None
+    def _finish(self) -> None:
+        self._module.finish()  # trackio.finish also forgets the run: its exit hook will not finish it twice
 
 
 _SINKS = {"tensorboard": TensorBoardSink, "wandb": WandbSink, "trackio": TrackioSink}
