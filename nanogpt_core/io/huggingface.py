@@ -235,11 +235,9 @@ def _encoding_behaviour(data: dict[str, Any]) -> dict[str, Any]:
     """What decides the ids a tokenizer.json gives a text, in one form across tokenizers versions."""
     model = data.get("model") or {}
     merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in model.get("merges") or []]
-    pre = json.loads(json.dumps(data.get("pre_tokenizer")).replace(', "trim_offsets": true', "")
-                     .replace(', "trim_offsets": false', ""))  # trim_offsets moves offsets, never ids
     return {
         "normalizer": data.get("normalizer"),
-        "pre_tokenizer": pre,
+        "pre_tokenizer": _without(data.get("pre_tokenizer"), "trim_offsets"),  # it moves offsets, never ids
         "model": {k: model.get(k) for k in ("type", "dropout", "unk_token", "continuing_subword_prefix",
                                              "end_of_word_suffix", "fuse_unk", "byte_fallback", "ignore_merges")},
         "vocab": model.get("vocab"),
@@ -247,6 +245,15 @@ def _encoding_behaviour(data: dict[str, Any]) -> dict[str, Any]:
         "added_tokens": sorted((t.get("content"), t.get("id"), bool(t.get("special"))) for t in
                                data.get("added_tokens") or []),
     }
+
+
+def _without(value: Any, key: str) -> Any:
+    """`value` (JSON) with `key` removed from every object in it."""
+    if isinstance(value, dict):
+        return {k: _without(v, key) for k, v in value.items() if k != key}
+    if isinstance(value, list):
+        return [_without(v, key) for v in value]
+    return value
 
 
 def tokenizer_from_hf(path: Path) -> Tokenizer:
