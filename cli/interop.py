@@ -1,11 +1,13 @@
-"""`nanogpt import nanochat`, `nanogpt export nanochat` and `nanogpt pretrained-compare`: real pretrained models.
+"""`nanogpt import`/`export` (nanochat, hf) and `nanogpt pretrained-compare`: models from and for other codebases.
 
     nanogpt import nanochat ~/.cache/nanochat/base_checkpoints/d20 runs/d20      # nanochat -> nanogpt
     nanogpt sample runs/d20 --prompt "The capital of France is" --use student:attention
     nanogpt pretrained-compare runs/d20 --use student:attention                 # your part inside the real model
     nanogpt export nanochat runs/d20 out/d20                                     # nanogpt -> nanochat
+    nanogpt export hf runs/demo out/demo-hf                                      # nanogpt -> transformers' NanoChat
+    nanogpt import hf out/demo-hf runs/from-hf                                   # transformers' NanoChat -> nanogpt
 
-See docs/nanochat.md for where checkpoints come from and what is supported.
+See docs/nanochat.md and docs/huggingface.md for where models come from and what is supported.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from nanogpt_cli.errors import debug_option, remember_use
 from nanogpt_core.compare.pretrained import DEFAULT_TOLERANCE, PretrainedComparison, compare_in_pretrained
 from nanogpt_core.device import DEVICE_CHOICES
 from nanogpt_core.io.checkpoint import load_checkpoint
+from nanogpt_core.io.huggingface import TransformersAgreement, export_hf, import_hf
 from nanogpt_core.io.nanochat import SUPPORTED_NANOCHAT, export_nanochat, import_nanochat
 from nanogpt_core.train.sampling import SAMPLE_MAX_TOKENS, SAMPLE_PROMPTS
 
@@ -58,16 +61,54 @@ def import_nanochat_command(src_dir: str, out_dir: str, step: int | None, tokeni
                f"(add --use student:attention to run your part)")
 
 
+@import_group.command("hf")
+@click.argument("src_dir", metavar="SRC_DIR", type=click.Path(exists=True, file_okay=False))
+@click.argument("out_dir", metavar="OUT_DIR", type=click.Path(file_okay=False))
+@debug_option
+def import_hf_command(src_dir: str, out_dir: str) -> None:
+    """Import a Hugging Face transformers NanoChat folder (config.json, model.safetensors, tokenizer.json).
+
+    Reads JSON and safetensors only: nothing in the folder is unpickled or run. The imported model is compared with
+    transformers' own NanoChat on fixed tokens before it is saved. Needs the [hf] extra.
+    """
+    folder, agreement = import_hf(src_dir, out_dir)
+    ckpt = load_checkpoint(folder, load_optimizer=False)
+    c = ckpt.config
+    params = sum(t.numel() for t in ckpt.model_state.values())
+    click.echo(f"imported {src_dir}: {params:,} parameters, n_layer={c.n_layer} n_embd={c.n_embd} "
+               f"n_head={c.n_head}/{c.n_kv_head} kv, vocab {c.vocab_size}, context {c.sequence_len}")
+    upcast = ckpt.state.get("imported_from", {}).get("upcast_to_float32")
+    if upcast:
+        click.echo(f"widened to float32 (exact): {len(upcast)} tensors ({upcast[0]}, ...)")
+    click.echo(_agreement_line("checked against transformers' NanoChat", agreement))
+    click.echo(f"wrote {folder}")
+    click.echo(f"next: nanogpt sample {out_dir} --prompt 'The capital of France is'")
+
+
+def _agreement_line(lead: str, agreement: TransformersAgreement) -> str:
+    return (f"{lead}: max |logit difference| {agreement.reference:.1e} on {agreement.positions} positions "
+            f"(nanochat's bfloat16 rotary table; {agreement.exact:.1e} given transformers' float32 table)")
+
+
 @click.group("export")
 def export_group() -> None:
     """Write a nanogpt checkpoint in another codebase's format."""
 
 
+def export_arguments(command):
+    """CKPT OUT_DIR [--overwrite] [--debug]: what every export takes."""
+    for decorate in reversed((
+        click.argument("checkpoint", metavar="CKPT"),
+        click.argument("out_dir", metavar="OUT_DIR", type=click.Path(file_okay=False)),
+        click.option("--overwrite", is_flag=True, help="Replace files of the same names in OUT_DIR."),
+        debug_option,
+    )):
+        command = decorate(command)
+    return command
+
+
 @export_group.command("nanochat")
-@click.argument("checkpoint", metavar="CKPT")
-@click.argument("out_dir", metavar="OUT_DIR", type=click.Path(file_okay=False))
-@click.option("--overwrite", is_flag=True, help="Replace files of the same names in OUT_DIR.")
-@debug_option
+@export_arguments
 def export_nanochat_command(checkpoint: str, out_dir: str, overwrite: bool) -> None:
     """Export CKPT (a run folder or checkpoint folder) as nanochat's model_N.pt, meta_N.json and tokenizer/.
 
@@ -77,6 +118,24 @@ def export_nanochat_command(checkpoint: str, out_dir: str, overwrite: bool) -> N
     for path in export_nanochat(checkpoint, out_dir, overwrite=overwrite):
         click.echo(f"wrote {path}")
     click.echo(f"format: {SUPPORTED_NANOCHAT}")
+
+
+@export_group.command("hf")
+@export_arguments
+def export_hf_command(checkpoint: str, out_dir: str, overwrite: bool) -> None:
+    """Export CKPT as a Hugging Face transformers NanoChat folder: config.json, model.safetensors, tokenizer.json.
+
+    transformers' AutoModelForCausalLM and AutoTokenizer load OUT_DIR with no custom code. The folder is loaded back
+    with transformers and compared (logits, tokenizer ids) before it is moved into place. Needs the [hf] extra.
+    """
+    files, agreement = export_hf(checkpoint, out_dir, overwrite=overwrite)
+    for path in files:
+        click.echo(f"wrote {path}")
+    click.echo(_agreement_line("checked: transformers loads it", agreement) + "; tokenizer ids identical")
+    if agreement.candidate is not None:
+        click.echo(f"your implementations: max |logit difference| {agreement.candidate:.1e} against transformers")
+    click.echo(f"load it: AutoModelForCausalLM.from_pretrained({out_dir!r}), "
+               f"AutoTokenizer.from_pretrained({out_dir!r})")
 
 
 @click.command("pretrained-compare")

@@ -6,6 +6,7 @@
     nanogpt train --core-metric-every 500           # CORE as it trains (after `nanogpt data download core-eval`)
     nanogpt train --use student:attention           # your attention, the reference everywhere else
     nanogpt train --resume runs/20250101-120000     # continue a run exactly where it stopped
+    nanogpt train --log tensorboard --log wandb     # also to experiment trackers (docs/tracking.md)
 
 Every default lives in `TrainSettings`; a flag left out keeps it (and, when resuming, keeps the checkpoint's value).
 """
@@ -22,6 +23,7 @@ from nanogpt_core.device import DEVICE_CHOICES
 from nanogpt_core.train.distributed import Ranks
 from nanogpt_core.train.loop import train
 from nanogpt_core.train.settings import TrainSettings, find_resume_checkpoint, resume_settings
+from nanogpt_core.train.trackers import TRACKERS
 
 _DEFAULTS = {f.name: f.default for f in fields(TrainSettings)}
 
@@ -92,10 +94,16 @@ def _apply(options):
 @click.option("--compile", "compile_", is_flag=True, default=None, help="torch.compile the model (needs a compiler).")
 @click.option("--debug", is_flag=False, flag_value="flow", default=None, metavar="[=stats]", callback=remember_debug,
               help="Trace the first step's component calls and shapes; --debug=stats adds tensor statistics.")
+# --tracker: torchrun reads any prefix of its own options, so under torchrun `--log` is taken for its --log-dir
+@click.option("--log", "--tracker", "log", multiple=True, type=click.Choice(TRACKERS),
+              help="Also log to an experiment tracker (repeatable; each needs its extra, e.g. pip install "
+                   "'nanogpt[tensorboard]'). Under torchrun spell it --tracker. See docs/tracking.md.")
 @click.pass_context
-def train_command(ctx: click.Context, compile_: bool | None, resume: str | None, **flags) -> None:
+def train_command(ctx: click.Context, compile_: bool | None, resume: str | None, log: tuple[str, ...],
+                  **flags) -> None:
     """Train a GPT (nanochat's base_train) and save checkpoints, samples, metrics and a loss plot."""
     flags["compile"] = compile_
+    flags["log"] = list(log) if log else None  # not given: the default (none), or a resumed run's own trackers
     explicit = {name: value for name, value in flags.items()
                 if value is not None and ctx.get_parameter_source(_param(name)) is not ParameterSource.DEFAULT}
     checkpoint = find_resume_checkpoint(resume, explicit.get("out"))

@@ -6,6 +6,9 @@ any other exception is a bug in the tool or in a component and is reported as su
 
 from __future__ import annotations
 
+import importlib
+from types import ModuleType
+
 
 class NanoGPTError(Exception):
     """Base class of every user-facing error."""
@@ -48,3 +51,25 @@ class ComponentError(NanoGPTError):
     Exit code 4, as for any other bug inside a component (`nanogpt_core.learn.diagnose.EXIT_COMPONENT_BUG`)."""
 
     exit_code = 4
+
+
+class MissingExtraError(NanoGPTError):
+    """An optional feature whose package is not installed; the message is the pip command that installs it."""
+
+
+def require_extra(module: str, extra: str, feature: str) -> ModuleType:
+    """`import module`, or a MissingExtraError naming the extra that provides it (`pip install 'nanogpt[hf]'`).
+
+    Optional features (Hugging Face export, experiment trackers, parquet) import their package only when used, so
+    the core install stays small and `nanogpt --help` stays fast. A package that is installed but fails to import
+    (a broken dependency of its own) is named with its error, not mistaken for a missing one.
+    """
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        package = module.split(".")[0]
+        if exc.name is not None and exc.name.split(".")[0] != package:
+            raise MissingExtraError(f"{feature} needs {package}, which failed to import ({exc}); reinstall it with: "
+                                    f"pip install --force-reinstall 'nanogpt[{extra}]'") from exc
+        raise MissingExtraError(f"{feature} needs {package}, which is not installed: pip install 'nanogpt[{extra}]' "
+                                f"(in a checkout: pip install -e '.[{extra}]')") from exc

@@ -51,7 +51,7 @@ def _flags(settings: TrainSettings) -> list[str]:
     flags = []
     for f in fields(TrainSettings):
         value = getattr(settings, f.name)
-        if value is None or isinstance(value, bool) or f.name == "debug":
+        if value is None or value == [] or isinstance(value, bool) or f.name == "debug":
             continue
         flags += [f"--{f.name.replace('_', '-')}", str(value)]
     return flags

@@ -25,7 +25,7 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-from nanogpt_core.errors import ConfigError, DataError
+from nanogpt_core.errors import ConfigError, DataError, require_extra
 
 TEXT_SUFFIXES = (".txt", ".md")
 PARQUET_SUFFIX = ".parquet"
@@ -236,10 +236,7 @@ def split_text_into_documents(text: str, min_chars: int = TEXT_DOCUMENT_CHARS) -
 
 
 def _load_parquet(path: Path) -> list[str]:
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise DataError("reading parquet needs pyarrow: pip install 'nanogpt[parquet]'") from None
+    pq = require_extra("pyarrow.parquet", "parquet", "reading parquet")
     try:
         parquet = pq.ParquetFile(path)
     except Exception as exc:

@@ -252,8 +252,8 @@ def check_nanochat_state(weights: dict[str, Any], config: GPTConfig, path: Path 
     expected = nanochat_shapes(config)
     unknown = sorted(set(weights) - set(expected))
     missing = sorted(set(expected) - set(weights), key=list(expected).index)
-    problems = [*(also or []), f"unknown keys {_summarize(unknown)}" if unknown else "",
-                f"missing keys {_summarize(missing)}" if missing else ""]
+    problems = [*(also or []), f"unknown keys {summarize_keys(unknown)}" if unknown else "",
+                f"missing keys {summarize_keys(missing)}" if missing else ""]
     if unknown or missing or also:
         raise CheckpointError(f"{path} is not from the nanochat version this importer supports: "
                               f"{'; '.join(p for p in problems if p)}. Supported: {SUPPORTED_NANOCHAT}.")
@@ -268,7 +268,7 @@ def check_nanochat_state(weights: dict[str, Any], config: GPTConfig, path: Path 
                                   f"{shape}; the weights and meta file do not belong together.")
 
 
-def _summarize(keys: list[str], limit: int = 12) -> str:
+def summarize_keys(keys: list[str], limit: int = 12) -> str:
     """Keys that differ only in a layer number are folded into one pattern, so a long list stays one line."""
     patterns: dict[str, list[str]] = {}
     for key in keys:
@@ -322,7 +322,7 @@ def export_nanochat(ckpt_path: str | Path, out_dir: str | Path, overwrite: bool 
     extra = sorted(set(ckpt.model_state) - set(expected))
     if extra:
         raise CheckpointError(f"{ckpt.path} cannot be exported to nanochat: nanochat's GPT has no place for "
-                              f"{_summarize(extra)} (added by the implementations {ckpt.use}).")
+                              f"{summarize_keys(extra)} (added by the implementations {ckpt.use}).")
     check_nanochat_state(ckpt.model_state, ckpt.config, ckpt.path)
     out = Path(out_dir)
     targets = [out / model_file(ckpt.step), out / meta_file(ckpt.step), out / NANOCHAT_TOKENIZER_DIR / TOKENIZER_PICKLE,

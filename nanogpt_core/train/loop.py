@@ -14,7 +14,8 @@ A run goes through five phases, one function each:
 Greedy samples from fixed prompts are printed every sample_every steps and at the end; nanochat's CORE metric is
 evaluated every core_metric_every steps and at the end (a `StepHook` the settings build). Other work at step
 boundaries (an evaluation suite, snapshots of the model) plugs in as a `StepHook` too; other places for the numbers
-(experiment trackers) as a `MetricSink` of the run log (`train.run_log`).
+(experiment trackers) as a `MetricSink` of the run log (`train.run_log`); `settings.log` names the trackers
+(`train.trackers`) whose sinks every run adds.
 
 A run is a folder (default runs/<timestamp>): config.json, metrics.jsonl, samples.txt, loss.png, tokenizer/ and
 checkpoints/. Resuming restores weights, optimizer state, the loader's position and the RNG, so on CPU a resumed run
@@ -88,6 +89,7 @@ from nanogpt_core.train.settings import (
     saved_settings,
 )
 from nanogpt_core.train.step import accumulate_gradients, optimizer_step
+from nanogpt_core.train.trackers import tracker_sinks
 
 SMOOTHING = 0.9  # EMA factor of the logged loss, as nanochat's
 
@@ -230,8 +232,9 @@ def _prepare(settings: TrainSettings, ckpt: Checkpoint | None, ranks: Ranks, dev
     if ckpt is None and _has_checkpoint(run_dir):
         raise ConfigError(f"{run_dir} already holds a run with checkpoints; continue it with --resume {run_dir} "
                           f"(or --resume auto), or choose another --out.")
+    trackers = tracker_sinks(settings.log, run_dir, resuming=ckpt is not None) if ranks.is_main else []
     log = RunLog(run_dir, settings.num_iterations, enabled=ranks.is_main, stream=stream, progress_bar=progress_bar,
-                 sinks=sinks)
+                 sinks=[*sinks, *trackers])
     if ranks.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
     accum = grad_accum_steps(settings.total_batch_size, settings.device_batch_size, settings.max_seq_len,

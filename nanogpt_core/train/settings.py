@@ -62,6 +62,7 @@ class TrainSettings:
     seed: int = 42
     compile: bool = False
     debug: str | None = None
+    log: list[str] = field(default_factory=list)  # experiment trackers: "tensorboard", "wandb", "trackio"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
