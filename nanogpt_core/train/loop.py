@@ -238,6 +238,8 @@ def _prepare(settings: TrainSettings, ckpt: Checkpoint | None, ranks: Ranks, dev
                              ranks.world_size)
     if settings.num_iterations < 0:
         raise ConfigError(f"--num-iterations must be >= 0, got {settings.num_iterations}.")
+    if settings.debug_layer is not None and not settings.debug:
+        settings.debug = "flow"  # --debug-layer alone: the trace of that layer
     settings.debug = trace.normalize_mode(settings.debug)
     random.seed(settings.seed)
     torch.manual_seed(settings.seed)
@@ -261,8 +263,10 @@ def _prepare(settings: TrainSettings, ckpt: Checkpoint | None, ranks: Ranks, dev
     if ckpt is not None and ckpt.config != config:
         raise CheckpointError(f"the checkpoint's model {ckpt.config.to_dict()} is of another shape than these "
                               f"settings give ({config.to_dict()}).")
-    model = build_model(config, use=settings.use, device=device, trace=settings.debug)
-    with trace.tracing(model, settings.debug):
+    trace.check_layer(settings.debug_layer, config.n_layer)
+    model = build_model(config, use=settings.use, device=device, trace=settings.debug,
+                        trace_layer=settings.debug_layer)
+    with trace.tracing(model, settings.debug, layer=settings.debug_layer):
         model.init_weights()
         optimizers = model.setup_optimizers(**settings.optimizer_lrs())
     check_optimizer_coverage(model, optimizers)  # a parameter in no group would silently never train
@@ -390,7 +394,7 @@ def _take_step(run: Run, step: int, result: TrainResult, in_update: list[bool]) 
     synchronize(run.device)
     t0 = time.time()
     first = step == run.start_step
-    with trace.tracing(run.model, s.debug if first else None):
+    with trace.tracing(run.model, s.debug if first else None, layer=s.debug_layer):
         # an interrupt in here leaves weights and optimizer as they were at the step boundary
         train_loss = accumulate_gradients(run.train_model, run.train_loader, run.accum, run.autocast)
     if first and run.ranks.is_distributed:
