@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from nanogpt_core.files import display_path
 from nanogpt_core.learn.workspace import TODO_RE
 from nanogpt_core.model.code_objects import implementation_codes, implementation_file
 from nanogpt_core.model.contracts import BY_NAME, COMPONENT_NAMES
@@ -167,13 +168,6 @@ def classify(exc: BaseException) -> str:
     return "error"
 
 
-def _display_path(path: str) -> str:
-    try:
-        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return path
-
-
 def _locate_reference(path: str | None) -> str | None:
     """`impls/reference/x.py` as the user can open it from where they are (absolute when outside the repo)."""
     if path is None or Path(path).is_file():
@@ -182,7 +176,7 @@ def _locate_reference(path: str | None) -> str | None:
 
     candidate = Path(nanogpt_impls.__file__).resolve().parent / Path(path).relative_to("impls") \
         if path.startswith("impls/") else None
-    return _display_path(str(candidate)) if candidate is not None and candidate.is_file() else path
+    return display_path(str(candidate)) if candidate is not None and candidate.is_file() else path
 
 
 def _describe_locals(frame: types.FrameType) -> list[str]:
@@ -217,7 +211,7 @@ def diagnose(exc: BaseException, use: dict[str, str] | None = None) -> Diagnosis
         impl_set, component, frame, line = found
         method = frame.f_code.co_name
         qualname = _qualname(frame)
-        file = _display_path(frame.f_code.co_filename)
+        file = display_path(frame.f_code.co_filename)
         actual = _describe_locals(frame)
     if kind == "todo":
         m = TODO_RE.search(message)

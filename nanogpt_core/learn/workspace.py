@@ -9,6 +9,8 @@ The student files are meant to be edited, so the project keeps an untouched copy
   file it replaces first, so nothing a learner wrote is ever lost;
 - `is_pristine("attention")` tells `nanogpt status` that a component is not started, and `todo_methods(text)` which
   methods of a file still raise their skeleton's TODO;
+- `record_hint` / `read_hint_log` keep, in `.hints.json` beside `.backups/`, how many hints of each method a
+  learner has seen (`nanogpt hint`, `nanogpt status`);
 - `write_pristine_dir(folder)` writes a fresh set of skeletons (tests load it with
   `nanogpt_core.model.component_files.load_set_from_dir`, so they never depend on the learner's own files).
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.resources
+import json
 import os
 import re
 import time
@@ -27,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nanogpt_core.errors import WorkspaceError
-from nanogpt_core.files import atomic_write, write_text_atomic
+from nanogpt_core.files import atomic_write, display_path, write_json_atomic, write_text_atomic
 from nanogpt_core.model.contracts import COMPONENT_NAMES
 from nanogpt_core.model.use_spec import known_component
 
@@ -176,7 +179,7 @@ def undo_reset(component: str, directory: Path | None = None, now: float | None 
     backups = list_backups(component, directory)
     path = student_file(component, directory)
     if not backups:
-        raise WorkspaceError(f"there is no backup of {component} in {directory / BACKUP_DIR} to restore; "
+        raise WorkspaceError(f"there is no backup of {component} in {display_path(directory / BACKUP_DIR)} to restore; "
                              f"`nanogpt reset student:{component}` makes one before it restores the skeleton.")
     current = path.read_bytes() if path.is_file() else None
     contents = {b.path: b.path.read_bytes() for b in backups}
@@ -193,6 +196,43 @@ def undo_reset(component: str, directory: Path | None = None, now: float | None 
     data = contents[source.path]
     atomic_write(path, lambda tmp: tmp.write_bytes(data))
     return UndoResult(component, path, source, kept)
+
+
+# --- hints taken ----------------------------------------------------------------------------------------------------
+
+HINT_LOG = ".hints.json"  # beside .backups/: {"attention.forward": 2, ...}, the highest hint level shown per method
+
+
+def hint_log_path(directory: Path | None = None) -> Path:
+    return (directory or student_dir()) / HINT_LOG
+
+
+def read_hint_log(directory: Path | None = None) -> dict[str, int]:
+    """{"component.method": highest level taken}; empty when no hint was taken yet."""
+    path = hint_log_path(directory)
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return {str(k): int(v) for k, v in data.items()}
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise WorkspaceError(f"{path} is not a hint log ({type(exc).__name__}: {exc}); delete it to count hints "
+                             f"from zero again.") from None
+
+
+def hints_taken(component: str, directory: Path | None = None) -> int:
+    """How many hint levels the learner has seen for `component`, over its methods (for `nanogpt status`)."""
+    prefix = f"{component}."
+    return sum(level for key, level in read_hint_log(directory).items() if key.startswith(prefix))
+
+
+def record_hint(component: str, method: str, level: int, directory: Path | None = None) -> int:
+    """Remember that hints up to `level` were shown for component.method; returns the highest level taken."""
+    taken = read_hint_log(directory)
+    key = f"{component}.{method}"
+    taken[key] = max(level, taken.get(key, 0))
+    write_json_atomic(hint_log_path(directory), taken)
+    return taken[key]
 
 
 # --- fresh workspaces ------------------------------------------------------------------------------------------

@@ -64,8 +64,8 @@ def normalize_mode(mode: str | bool | None) -> str | None:
 def check_layer(layer: int | None, n_layer: int) -> int | None:
     """`--debug-layer N` must name a layer of the model (ConfigError with the range otherwise)."""
     if layer is not None and not 0 <= layer < n_layer:
-        raise ConfigError(f"--debug-layer {layer} is not a layer of this model: it has {n_layer} layers, numbered 0 "
-                          f"to {n_layer - 1}.")
+        layers = "one layer, layer 0" if n_layer == 1 else f"{n_layer} layers, numbered 0 to {n_layer - 1}"
+        raise ConfigError(f"--debug-layer {layer} is not a layer of this model: it has {layers}.")
     return layer
 
 
