@@ -84,7 +84,7 @@ def test_debug_traces_the_first_step_only(tiny_corpus, tiny_tokenizer, tmp_path)
     assert result.exit_code == 0, result.output
     out = result.stdout
     assert "[DEBUG] Initializing GPT model" in out and "[DEBUG]   n_embd: 64" in out
-    assert out.count("GPT.forward() called") == 1  # the first training step; not the eval, not step 2
+    assert out.count("GPT.forward() called") == 1  # the run's first forward (step 0's evaluation); not step 2
     assert "Input shape: torch.Size([2, 32])" in out
     stats = run(*tiny(tiny_corpus, tiny_tokenizer, tmp_path / "run2", "--num-iterations=1", "--debug=stats"))
     assert stats.exit_code == 0, stats.output

@@ -174,7 +174,8 @@ HINTS: dict[tuple[str, str], Hint] = {
              "keeps only the k best, and a seeded generator makes the same seed give the same text. With a KV cache "
              "the prompt is processed once and every new token costs one position.",
         api="torch.Generator(device=...) and .manual_seed(seed); model.new_kv_cache(batch_size=1, seq_len=...); "
-            "torch.tensor([tokens], dtype=torch.long, device=model.get_device()); model(ids, kv_cache=cache); "
+            "model.get_device() says where the model lives; torch.tensor(..., dtype=torch.long, device=...); "
+            "model(ids, kv_cache=cache); "
             "torch.argmax; torch.topk; torch.softmax; torch.multinomial(probs, num_samples=1, generator=rng); "
             ".gather; .item(); `yield`; @torch.inference_mode() so no autograd graph is built.",
         shapes="prompt ids (1, P) -> logits (1, P, vocab) -> the last position (1, vocab) -> next id (1, 1); every "

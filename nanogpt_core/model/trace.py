@@ -144,9 +144,8 @@ class Tracer:
 
     def follows_inside(self) -> bool:
         """May the line trace start following a method here? In the asked-for layer, or outside every component
-        call (init, optimizer, generate); never after the first forward."""
-        if not self.active:
-            return False
+        call (init, optimizer, generate). Each method is followed once (its first call), so no "first forward"
+        rule is needed here: a helper first called after the forward (generate's sampling) is still followed."""
         return self.layer is None or not self._layers or self._layers[-1] == self.layer
 
     def tag(self, component: str | None) -> str:

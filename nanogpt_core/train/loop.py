@@ -394,9 +394,8 @@ def _take_step(run: Run, step: int, result: TrainResult, in_update: list[bool]) 
     synchronize(run.device)
     t0 = time.time()
     first = step == run.start_step
-    with trace.tracing(run.model, s.debug if first else None, layer=s.debug_layer):
-        # an interrupt in here leaves weights and optimizer as they were at the step boundary
-        train_loss = accumulate_gradients(run.train_model, run.train_loader, run.accum, run.autocast)
+    # an interrupt in here leaves weights and optimizer as they were at the step boundary
+    train_loss = accumulate_gradients(run.train_model, run.train_loader, run.accum, run.autocast)
     if first and run.ranks.is_distributed:
         check_every_parameter_used(run.model)  # DDP would fail cryptically on the next step otherwise
     train_loss = mean_over_ranks(train_loss, run.device)  # so every rank agrees on divergence, too
@@ -454,7 +453,10 @@ def _loop(run: Run, on_step: Callable[[int, dict[str, Any]], None] | None, hooks
     in_update = [False]
     log.start(run.start_step)
     try:
-        with _StopRequest(log) as stop:
+        with _StopRequest(log) as stop, contextlib.ExitStack() as first_forward:
+            # --debug traces the run's first forward, wherever it is: the step-0 evaluation's, or the first step's
+            # (a component that fails in its forward fails there first, and its trace is what the learner needs)
+            first_forward.enter_context(trace.tracing(run.model, s.debug, layer=s.debug_layer))
             while True:
                 last_step = step == s.num_iterations
                 if any_rank(stop.requested, run.device):  # every rank stops at the same step boundary
@@ -478,6 +480,7 @@ def _loop(run: Run, on_step: Callable[[int, dict[str, Any]], None] | None, hooks
                 if last_step:
                     break
                 record = _take_step(run, step, result, in_update)
+                first_forward.close()
                 log.step(record)
                 step += 1
                 boundary_loader_state = run.train_loader.state_dict()
