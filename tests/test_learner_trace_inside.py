@@ -16,11 +16,10 @@ from test_learner_errors import TINY_TEXT, train_args
 from test_learner_support import REFERENCE_PARTS, _one_thread, make_set, registered, skel  # noqa: F401
 
 from nanogpt_cli.main import cli
-from nanogpt_core.errors import ConfigError
 from nanogpt_core.model.assembly import build_model
 from nanogpt_core.model.component_files import load_set_from_dir
 from nanogpt_core.model.config import GPTConfig
-from nanogpt_core.model.trace import normalize_mode, tracing
+from nanogpt_core.model.trace import tracing
 from nanogpt_core.model.trace_lines import LineTracer
 
 CFG = GPTConfig(sequence_len=16, vocab_size=64, n_layer=2, n_head=2, n_kv_head=1, n_embd=32)
@@ -233,17 +232,6 @@ def test_line_tracer_follows_only_the_given_files(tmp_path):
     assert [s.strip() for s in said] == ["mine.py:1  def double(x):  <- x (3,) float32",
                                          "mine.py:2  y = x * 2  -> y (3,) float32",
                                          "mine.py:3  return y  -> returns (3,) float32"]
-
-
-@pytest.mark.parametrize("value, mode", [("inside", "inside"), ("stats,inside", "inside,stats"),
-                                         ("flow,stats", "stats"), (True, "flow"), ("off", None)])
-def test_debug_modes(value, mode):
-    assert normalize_mode(value) == mode
-
-
-def test_an_unknown_debug_mode_is_one_line():
-    with pytest.raises(ConfigError, match="--debug takes no value, 'stats', 'inside' or 'inside,stats'"):
-        normalize_mode("inside,loud")
 
 
 def test_the_finished_attention_of_these_tests_is_finished(finished):
