@@ -93,8 +93,8 @@ def _apply(options):
 @click.option("--compile", "compile_", is_flag=True, default=None, help="torch.compile the model (needs a compiler).")
 @click.option("--debug", is_flag=False, flag_value="flow", default=None, metavar="[=stats|inside|inside,stats]",
               callback=remember_debug,
-              help="Trace the first step's component calls and shapes; =stats adds tensor statistics; =inside adds, "
-                   "inside your own components, the shape of every tensor each line makes.")
+              help="Trace the component calls and shapes of the run's first forward; =stats adds tensor statistics; "
+                   "=inside adds, inside your own components, the shape of every tensor each statement binds.")
 @click.option("--debug-layer", "--debug_layer", "debug_layer", type=click.IntRange(min=0), default=None, metavar="N",
               callback=remember_debug, help="Limit the trace to layer N (implies --debug).")
 @click.pass_context

@@ -110,9 +110,8 @@ def _statements(path: str) -> dict[int, Statement]:
             continue
         end = node.end_lineno or node.lineno
         compound = isinstance(getattr(node, "body", None), list) and bool(node.body)
-        if compound:
-            end = max(node.lineno, node.body[0].lineno - 1)  # the header: up to the first statement of the body
-        if compound:
+        if compound:  # its header: up to the first statement of its body
+            end = max(node.lineno, node.body[0].lineno - 1)
             text = " ".join(line.strip() for line in lines[node.lineno - 1:end])
             text = text[: _header_end(text)]
         else:  # the code without its comments, on one line
