@@ -44,8 +44,8 @@ def remember_use(ctx: click.Context, param: click.Parameter, value: str | None) 
 
 
 def remember_debug(ctx: click.Context, param: click.Parameter, value) -> object:
-    """Option callback for every `--debug`: any value but off shows tracebacks."""
-    if value and isinstance(ctx.obj, Invocation):
+    """Option callback for every `--debug` (and `--debug-layer`): any value but off shows tracebacks."""
+    if value is not None and value is not False and isinstance(ctx.obj, Invocation):
         ctx.obj.debug = True
     return value
 

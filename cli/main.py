@@ -10,12 +10,15 @@ from nanogpt_cli.check import check_command
 from nanogpt_cli.compare import compare_command
 from nanogpt_cli.components import components_command
 from nanogpt_cli.data import data_group
+from nanogpt_cli.diff import diff_command
 from nanogpt_cli.errors import EXIT_INTERRUPTED, Invocation, report_exception
 from nanogpt_cli.eval import eval_command
 from nanogpt_cli.experiment import experiment_command
+from nanogpt_cli.hint import hint_command
 from nanogpt_cli.interop import export_group, import_group, pretrained_compare_command
 from nanogpt_cli.reset import reset_command
 from nanogpt_cli.sample import sample_command
+from nanogpt_cli.show import show_command
 from nanogpt_cli.status import status_command
 from nanogpt_cli.tokenizer import tokenizer_group
 from nanogpt_cli.train import train_command
@@ -68,6 +71,9 @@ cli.add_command(tokenizer_group)
 cli.add_command(reset_command)
 cli.add_command(status_command)
 cli.add_command(check_command)
+cli.add_command(hint_command)
+cli.add_command(show_command)
+cli.add_command(diff_command)
 
 
 if __name__ == "__main__":

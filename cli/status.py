@@ -52,15 +52,19 @@ def status_command(impl_set: str, as_json: bool, no_checks: bool) -> None:
     table.add_column("component", style="bold")
     table.add_column("state")
     table.add_column("checks", justify="right")
+    table.add_column("hints", justify="right")
     table.add_column("detail", overflow="fold")
     for i, s in enumerate(report.components, 1):
         checks = f"{s.checks_passed}/{s.checks_total}" if s.checks_total else ""
         detail = (f"{s.method}: " if s.method else "") + _short(s.message)
         table.add_row(str(i), s.component, f"[{STATE_STYLE.get(s.state, '')}]{s.state}[/]", checks,
+                      str(s.hints_taken) if s.hints_taken else "",
                       escape(detail[:120] + ("…" if len(detail) > 120 else "")))
     console.print(table)
     done = sum(s.done for s in report.components)
-    console.print(f"{done}/{len(report.components)} components match the reference.")
+    taken = sum(s.hints_taken for s in report.components)
+    console.print(f"{done}/{len(report.components)} components match the reference."
+                  + (f" Hints taken: {taken} (`nanogpt hint` gives the next one)." if taken else ""))
     if report.next is not None:
         nxt = report.next
         console.print()

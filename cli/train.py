@@ -5,6 +5,7 @@
         --core_metric_every=-1 --total_batch_size=512 --num_iterations=1      # the seed's command, verbatim
     nanogpt train --core-metric-every 500           # CORE as it trains (after `nanogpt data download core-eval`)
     nanogpt train --use student:attention           # your attention, the reference everywhere else
+    nanogpt train --use student:attention --debug=inside --debug-layer 0   # the shapes inside your attention
     nanogpt train --resume runs/20250101-120000     # continue a run exactly where it stopped
     nanogpt train --log tensorboard --log wandb     # also to experiment trackers (docs/tracking.md)
 
@@ -92,8 +93,12 @@ def _apply(options):
 @click.option("--resume", default=None, metavar="DIR|auto",
               help="Continue a run: a run or checkpoint folder, or 'auto' (the --out run's, else the newest in runs/).")
 @click.option("--compile", "compile_", is_flag=True, default=None, help="torch.compile the model (needs a compiler).")
-@click.option("--debug", is_flag=False, flag_value="flow", default=None, metavar="[=stats]", callback=remember_debug,
-              help="Trace the first step's component calls and shapes; --debug=stats adds tensor statistics.")
+@click.option("--debug", is_flag=False, flag_value="flow", default=None, metavar="[=stats|inside|inside,stats]",
+              callback=remember_debug,
+              help="Trace the component calls and shapes of the run's first forward; =stats adds tensor statistics; "
+                   "=inside adds, inside your own components, the shape of every tensor each statement binds.")
+@click.option("--debug-layer", "--debug_layer", "debug_layer", type=click.IntRange(min=0), default=None, metavar="N",
+              callback=remember_debug, help="Limit the trace to layer N (implies --debug).")
 # --tracker: torchrun reads any prefix of its own options, so under torchrun `--log` is taken for its --log-dir
 @click.option("--log", "--tracker", "log", multiple=True, type=click.Choice(TRACKERS),
               help="Also log to an experiment tracker (repeatable; each needs its extra, e.g. pip install "

@@ -40,6 +40,10 @@ class ComponentImportError(NanoGPTError):
     """A learner's component file that does not import (a syntax error, a missing name): the rest still runs."""
 
 
+class WorkspaceError(NanoGPTError):
+    """The learner's workspace lacks what a command needs: no backup to undo, a method the file does not define."""
+
+
 class TrainingError(NanoGPTError):
     """A run that cannot go on, e.g. the loss became NaN or infinite."""
 

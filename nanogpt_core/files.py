@@ -91,6 +91,14 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def display_path(path: str | Path) -> str:
+    """A path as the user can type it from where they are: relative to the working folder when inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def timestamped_folder(root: str | Path = RUNS_DIR, prefix: str = "") -> Path:
     """`root/<prefix><YYYYmmdd-HHMMSS>` (with -2, -3, ... when that exists): a new folder's name, not created."""
     stamp = prefix + dt.datetime.now().strftime("%Y%m%d-%H%M%S")

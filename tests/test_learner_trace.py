@@ -146,14 +146,17 @@ def test_stats_stays_quiet_when_everything_is_finite():
     assert "!!!" not in out.getvalue() and tracer.first_nonfinite is None
 
 
-@pytest.mark.parametrize("value, mode", [(None, None), (True, "flow"), ("flow", "flow"), ("stats", "stats")])
+@pytest.mark.parametrize("value, mode", [(None, None), (True, "flow"), ("flow", "flow"), ("stats", "stats"),
+                                         ("inside", "inside"), ("stats,inside", "inside,stats"),
+                                         ("flow,stats", "stats"), ("off", None)])
 def test_normalize_mode(value, mode):
     assert normalize_mode(value) == mode
 
 
-def test_normalize_mode_rejects_unknown_values():
-    with pytest.raises(ConfigError, match="--debug=stats"):
-        normalize_mode("verbose")
+@pytest.mark.parametrize("value", ["verbose", "inside,loud"])
+def test_normalize_mode_rejects_unknown_values(value):
+    with pytest.raises(ConfigError, match="--debug takes no value, 'stats', 'inside' or 'inside,stats'"):
+        normalize_mode(value)
 
 
 def test_train_debug_traces_the_first_step_only(tmp_path):

@@ -9,11 +9,14 @@ Each block is preceded by an HTML comment saying how to run it (invisible when t
   passes whatever state a learner has left them in. `nanogpt status` without `--use` gets `--use NAME`.
 - `exit=N` (default 0) and `expect="text"` (in the output of the block's last command).
 - `fast`: `nanogpt train` gets small sizes and a tiny corpus appended (later flags win), so the block runs in
-  seconds; the command's form is still the tutorial's.
+  seconds; the command's form is still the tutorial's. (A spec holds no `>`: the comment would end there.)
 - `skip="why"`: not run here, with the reason in the page's source (only the install step).
+- `edited=COMPONENT`: before the block, the learner has written that component's first TODO method (the sandbox
+  workspace's file becomes `learner_files.half_written(COMPONENT)`), for the commands that show what was written
+  (`diff`, `reset` and its `--undo`).
 
-`NANOGPT_STUDENT_DIR` points at a temporary copy of the pristine skeletons, so `nanogpt reset` never touches the
-real workspace.
+`NANOGPT_STUDENT_DIR` points at a temporary copy of the pristine skeletons, so `nanogpt reset`, `hint`, `show` and
+`diff` never touch the real workspace. Commands are `nanogpt ...`, `pytest ...` or `python ...`.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from learner_files import half_written
 from test_learner_errors import TINY_TEXT
 from test_learner_support import _one_thread, skel, solved  # noqa: F401
 
@@ -92,6 +96,9 @@ def _run(argv: list[str]) -> tuple[int, str]:
     if argv[0] == "nanogpt":
         result = CliRunner().invoke(cli, argv[1:])
         return result.exit_code, result.output
+    if argv[0] == "python":
+        proc = subprocess.run([sys.executable, *argv[1:]], cwd=REPO, capture_output=True, text=True, timeout=120)
+        return proc.returncode, proc.stdout + proc.stderr
     if argv[0] == "pytest":
         proc = subprocess.run([sys.executable, "-m", "pytest", *argv[1:], "-p", "no:cacheprovider"], cwd=REPO,
                               capture_output=True, text=True, timeout=300)
@@ -116,6 +123,8 @@ def test_the_tutorial_runs(sandbox, skel, solved, monkeypatch):  # noqa: F811
     for spec, commands in blocks():
         if "skip" in spec:
             continue
+        if spec.get("edited"):
+            (workspace / f"{spec['edited']}.py").write_text(half_written(spec["edited"]))
         for i, command in enumerate(commands):
             argv = _rewrite(shlex.split(command), spec, corpus)
             code, output = _run(argv)

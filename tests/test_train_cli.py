@@ -84,7 +84,7 @@ def test_debug_traces_the_first_step_only(tiny_corpus, tiny_tokenizer, tmp_path)
     assert result.exit_code == 0, result.output
     out = result.stdout
     assert "[DEBUG] Initializing GPT model" in out and "[DEBUG]   n_embd: 64" in out
-    assert out.count("GPT.forward() called") == 1  # the first training step; not the eval, not step 2
+    assert out.count("GPT.forward() called") == 1  # the run's first forward (step 0's evaluation); not step 2
     assert "Input shape: torch.Size([2, 32])" in out
     stats = run(*tiny(tiny_corpus, tiny_tokenizer, tmp_path / "run2", "--num-iterations=1", "--debug=stats"))
     assert stats.exit_code == 0, stats.output
@@ -112,7 +112,8 @@ def test_progress_bar_on_a_terminal():
     (["--resume", "/nonexistent/run"], "no checkpoint at /nonexistent/run"),
     (["--use", "nosuchset:attention"], "unknown implementation set 'nosuchset'"),
     (["--vocab-size=300"], "has a 384-token tokenizer but --vocab-size is 300; drop --vocab-size"),
-    (["--debug=loud"], "--debug takes no value or 'stats'"),  # (any --debug also shows the traceback)
+    (["--debug=loud"], "--debug takes no value, 'stats', 'inside' or 'inside,stats'"),  # (it shows the traceback)
+    (["--debug-layer=3"], "--debug-layer 3 is not a layer of this model: it has one layer, layer 0"),
     pytest.param(["--device=cuda"], "torch sees no CUDA GPU; use --device cpu",
                  marks=pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="has a GPU")),
 ])
@@ -120,7 +121,7 @@ def test_bad_flags_are_one_line_errors(tiny_corpus, tiny_tokenizer, tmp_path, ar
     result = run(*tiny(tiny_corpus, tiny_tokenizer, tmp_path / "run", "--num-iterations=1"), *args)
     assert result.exit_code == 2, result.output
     assert message in result.stderr
-    assert "Traceback" not in result.output or "--debug=loud" in args
+    assert "Traceback" not in result.output or any(a.startswith("--debug") for a in args)
 
 
 def test_ctrl_c_saves_and_exits_130(tiny_corpus, tiny_tokenizer, tmp_path):  # noqa: F811

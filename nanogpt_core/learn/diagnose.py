@@ -13,7 +13,6 @@ to read, so the CLI shows a short panel instead. This module decides what goes i
 
 from __future__ import annotations
 
-import inspect
 import os
 import re
 import traceback
@@ -24,6 +23,9 @@ from typing import Any
 
 import torch
 
+from nanogpt_core.files import display_path
+from nanogpt_core.learn.workspace import TODO_RE
+from nanogpt_core.model.code_objects import implementation_codes, implementation_file
 from nanogpt_core.model.contracts import BY_NAME, COMPONENT_NAMES
 from nanogpt_core.model.registry import REFERENCE_SET, registrations
 
@@ -31,7 +33,6 @@ TODO_PREFIX = "TODO: Implement"
 EXIT_TODO = 3  # a component is not implemented yet: the expected state while learning
 EXIT_COMPONENT_BUG = 4  # a component raised something else: a bug in that component
 _REFERENCE_RE = re.compile(r"Reference:\s*(\S+\.py)")
-_TODO_RE = re.compile(r"TODO: Implement\s+([A-Za-z_]\w*)\.([A-Za-z_]\w*)")
 MAX_LOCALS = 8
 
 
@@ -71,48 +72,6 @@ class Diagnosis:
 # --- which implementation owns a frame -------------------------------------------------------------------------
 
 
-def _codes_of(obj: Any) -> list[types.CodeType]:
-    """Every code object an implementation owns: its functions, methods, static/class methods, and nested ones."""
-    found: list[types.CodeType] = []
-
-    def add_function(fn: Any) -> None:
-        fn = inspect.unwrap(fn) if callable(fn) else fn
-        if isinstance(fn, (staticmethod, classmethod)):
-            fn = fn.__func__
-        if isinstance(fn, property):
-            for f in (fn.fget, fn.fset, fn.fdel):
-                if f is not None:
-                    add_function(f)
-            return
-        code = getattr(fn, "__code__", None)
-        if isinstance(code, types.CodeType):
-            stack = [code]
-            while stack:
-                c = stack.pop()
-                found.append(c)
-                stack.extend(k for k in c.co_consts if isinstance(k, types.CodeType))
-
-    if isinstance(obj, type):
-        for klass in obj.__mro__:
-            if klass is object or klass.__module__.startswith("torch"):
-                continue
-            for value in vars(klass).values():
-                add_function(value)
-    else:
-        add_function(obj)
-        if not hasattr(obj, "__code__"):  # a namespace object: its attributes
-            for value in vars(type(obj)).values():
-                add_function(value)
-    return found
-
-
-def _source_file(obj: Any) -> str | None:
-    try:
-        return os.path.realpath(inspect.getsourcefile(inspect.unwrap(obj) if callable(obj) else obj) or "")
-    except (TypeError, OSError):
-        return None
-
-
 @dataclass
 class _Owners:
     by_code: dict[types.CodeType, list[tuple[str, str]]]
@@ -125,9 +84,9 @@ def _owners() -> _Owners:
     by_file: dict[str, set[str]] = {}
     sets_by_file: dict[str, list[tuple[str, str]]] = {}
     for (impl_set, component), reg in registrations().items():
-        for code in _codes_of(reg.implementation):
+        for code in implementation_codes(reg.implementation):
             by_code.setdefault(code, []).append((impl_set, component))
-        src = _source_file(reg.implementation)
+        src = implementation_file(reg.implementation)
         if src:
             by_file.setdefault(src, set()).add(component)
             sets_by_file.setdefault(src, []).append((impl_set, component))
@@ -209,13 +168,6 @@ def classify(exc: BaseException) -> str:
     return "error"
 
 
-def _display_path(path: str) -> str:
-    try:
-        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return path
-
-
 def _locate_reference(path: str | None) -> str | None:
     """`impls/reference/x.py` as the user can open it from where they are (absolute when outside the repo)."""
     if path is None or Path(path).is_file():
@@ -224,7 +176,7 @@ def _locate_reference(path: str | None) -> str | None:
 
     candidate = Path(nanogpt_impls.__file__).resolve().parent / Path(path).relative_to("impls") \
         if path.startswith("impls/") else None
-    return _display_path(str(candidate)) if candidate is not None and candidate.is_file() else path
+    return display_path(str(candidate)) if candidate is not None and candidate.is_file() else path
 
 
 def _describe_locals(frame: types.FrameType) -> list[str]:
@@ -259,10 +211,10 @@ def diagnose(exc: BaseException, use: dict[str, str] | None = None) -> Diagnosis
         impl_set, component, frame, line = found
         method = frame.f_code.co_name
         qualname = _qualname(frame)
-        file = _display_path(frame.f_code.co_filename)
+        file = display_path(frame.f_code.co_filename)
         actual = _describe_locals(frame)
     if kind == "todo":
-        m = _TODO_RE.search(message)
+        m = TODO_RE.search(message)
         if m and m.group(1) in BY_NAME:
             component, method = m.group(1), m.group(2)  # the skeleton says which method it is
     suspects: list[str] = []

@@ -27,7 +27,7 @@ import torch
 from nanogpt_core.checks import matches_reference, run_checks
 from nanogpt_core.errors import ComponentImportError
 from nanogpt_core.learn.diagnose import TODO_PREFIX, diagnose
-from nanogpt_core.learn.workspace import is_pristine
+from nanogpt_core.learn.workspace import hints_taken, is_pristine
 from nanogpt_core.model.assembly import build_model
 from nanogpt_core.model.config import GPTConfig
 from nanogpt_core.model.contracts import COMPONENT_NAMES
@@ -96,6 +96,7 @@ class ComponentStatus:
     message: str = ""  # the TODO text, the error, or the failing checks
     checks_passed: int | None = None
     checks_total: int | None = None
+    hints_taken: int = 0  # hint levels seen over the component's methods (`nanogpt hint`; the learner's set only)
 
     @property
     def done(self) -> bool:
@@ -202,4 +203,7 @@ def learner_status(impl_set: str = STUDENT_SET, directory: Path | None = None,
     order = [c for c in COMPONENT_ORDER if c in COMPONENT_NAMES] + [c for c in COMPONENT_NAMES
                                                                    if c not in COMPONENT_ORDER]
     statuses = [component_status(impl_set, c, directory, with_checks) for c in order if (impl_set, c) in regs]
+    if directory is not None or impl_set == STUDENT_SET:
+        for s in statuses:
+            s.hints_taken = hints_taken(s.component, directory)
     return StatusReport(impl_set, statuses, next_step(impl_set, statuses), with_checks)

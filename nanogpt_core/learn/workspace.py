@@ -4,27 +4,43 @@ The student files are meant to be edited, so the project keeps an untouched copy
 (`impls/pristine/<component>.py.txt`). From it:
 
 - `reset_components(["attention"])` backs up the learner's file to `.backups/attention.py.<timestamp>` and restores
-  the skeleton (`nanogpt reset student:attention`);
-- `is_pristine("attention")` tells `nanogpt status` that a component is not started;
+  the skeleton (`nanogpt reset student:attention`); `list_backups()` lists those backups (`nanogpt reset --list`)
+  and `undo_reset("attention")` puts the newest one back (`nanogpt reset --undo student:attention`), backing up the
+  file it replaces first, so nothing a learner wrote is ever lost;
+- `is_pristine("attention")` tells `nanogpt status` that a component is not started, and `todo_methods(text)` which
+  methods of a file still raise their skeleton's TODO;
+- `record_hint` / `read_hint_log` keep, in `.hints.json` beside `.backups/`, how many hints of each method a
+  learner has seen (`nanogpt hint`, `nanogpt status`);
 - `write_pristine_dir(folder)` writes a fresh set of skeletons (tests load it with
   `nanogpt_core.model.component_files.load_set_from_dir`, so they never depend on the learner's own files).
 
-`NANOGPT_STUDENT_DIR` points the workspace elsewhere (tests use a temporary copy, never the real folder).
+Every path goes through `student_dir()` / `student_file()`: `NANOGPT_STUDENT_DIR` points the workspace elsewhere
+(tests use a temporary copy, never the real folder). Files are written atomically (`nanogpt_core.files`).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib.resources
+import json
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from nanogpt_core.errors import WorkspaceError
+from nanogpt_core.files import atomic_write, display_path, write_json_atomic, write_text_atomic
 from nanogpt_core.model.contracts import COMPONENT_NAMES
 from nanogpt_core.model.use_spec import known_component
 
 STUDENT_DIR_ENV = "NANOGPT_STUDENT_DIR"
 BACKUP_DIR = ".backups"
+STAMP_FORMAT = "%Y%m%d-%H%M%S"
+# `attention.py.20250101-120000`, and `-1`, `-2`, ... for more than one backup within a second
+_BACKUP_RE = re.compile(r"^(?P<component>\w+)\.py\.(?P<stamp>\d{8}-\d{6})(?:-(?P<n>\d+))?$")
+# what a skeleton's method raises until the learner writes it: `TODO: Implement attention.forward — ...`
+TODO_RE = re.compile(r"TODO: Implement\s+([A-Za-z_]\w*)\.([A-Za-z_]\w*)")
 
 
 def student_dir() -> Path:
@@ -37,6 +53,19 @@ def student_dir() -> Path:
 
 def student_file(component: str, directory: Path | None = None) -> Path:
     return (directory or student_dir()) / f"{component}.py"
+
+
+def student_text(component: str, directory: Path | None = None) -> str:
+    """The learner's file as it is now (a one-line WorkspaceError when it is missing)."""
+    path = student_file(component, directory)
+    if not path.is_file():
+        raise WorkspaceError(f"{path} is missing; restore the skeleton with `nanogpt reset student:{component}`.")
+    return path.read_text(encoding="utf-8")
+
+
+def todo_methods(text: str) -> list[tuple[str, str]]:
+    """(component, method) of every skeleton TODO still in `text`, in the order the file has them."""
+    return list(dict.fromkeys((m.group(1), m.group(2)) for m in TODO_RE.finditer(text)))
 
 
 def pristine_text(component: str) -> str:
@@ -66,11 +95,56 @@ class ResetResult:
     backup: Path | None  # None when there was nothing to keep (missing file, or already the skeleton)
 
 
+@dataclass(frozen=True)
+class Backup:
+    """One saved version of a learner's file: `.backups/<component>.py.<YYYYmmdd-HHMMSS>[-n]`."""
+
+    component: str
+    path: Path
+    stamp: str
+    n: int = 0  # the n-th extra backup within the same second
+
+    @property
+    def saved_at(self) -> dt.datetime:
+        return dt.datetime.strptime(self.stamp, STAMP_FORMAT)
+
+    def lines(self) -> int:
+        return len(self.path.read_text(encoding="utf-8", errors="replace").splitlines())
+
+
+@dataclass(frozen=True)
+class UndoResult:
+    component: str
+    restored: Path
+    source: Backup | None  # the backup put back; None when there is no older one that differs from the file
+    kept: Path | None  # where the replaced file was backed up (None: it was the skeleton, or already backed up)
+
+
+def _backup(path: Path, component: str, directory: Path, stamp: str) -> Path:
+    """Copy the learner's file into `.backups/` under a name no other backup has."""
+    backup_dir = directory / BACKUP_DIR
+    backup_dir.mkdir(exist_ok=True)
+    ignore = backup_dir / ".gitignore"  # backups are the learner's, not the project's
+    if not ignore.exists():
+        write_text_atomic(ignore, "*\n")
+    backup = backup_dir / f"{component}.py.{stamp}"
+    n = 1
+    while backup.exists():  # two resets within a second keep both backups
+        backup = backup_dir / f"{component}.py.{stamp}-{n}"
+        n += 1
+    data = path.read_bytes()
+    return atomic_write(backup, lambda tmp: tmp.write_bytes(data))
+
+
+def _stamp(now: float | None) -> str:
+    return time.strftime(STAMP_FORMAT, time.localtime(now))
+
+
 def reset_components(components: list[str] | None = None, directory: Path | None = None,
                      now: float | None = None) -> list[ResetResult]:
     """Restore skeletons (all when `components` is None), backing up each learner file that differs first."""
     directory = directory or student_dir()
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
+    stamp = _stamp(now)
     results = []
     for component in components or list(COMPONENT_NAMES):
         _check_component(component)
@@ -78,20 +152,87 @@ def reset_components(components: list[str] | None = None, directory: Path | None
         skeleton = pristine_text(component)
         backup = None
         if path.is_file() and path.read_text(encoding="utf-8") != skeleton:
-            backup_dir = directory / BACKUP_DIR
-            backup_dir.mkdir(exist_ok=True)
-            ignore = backup_dir / ".gitignore"  # backups are the learner's, not the project's
-            if not ignore.exists():
-                ignore.write_text("*\n", encoding="utf-8")
-            backup = backup_dir / f"{component}.py.{stamp}"
-            n = 1
-            while backup.exists():  # two resets within a second keep both backups
-                backup = backup_dir / f"{component}.py.{stamp}-{n}"
-                n += 1
-            backup.write_bytes(path.read_bytes())
-        path.write_text(skeleton, encoding="utf-8")
+            backup = _backup(path, component, directory, stamp)
+        write_text_atomic(path, skeleton)
         results.append(ResetResult(component, path, backup))
     return results
+
+
+def list_backups(component: str | None = None, directory: Path | None = None) -> list[Backup]:
+    """The backups of one component (or of all), newest first."""
+    if component is not None:
+        _check_component(component)
+    folder = (directory or student_dir()) / BACKUP_DIR
+    found = []
+    for path in folder.iterdir() if folder.is_dir() else []:
+        m = _BACKUP_RE.match(path.name)
+        if m and path.is_file() and (component is None or m.group("component") == component):
+            found.append(Backup(m.group("component"), path, m.group("stamp"), int(m.group("n") or 0)))
+    return sorted(found, key=lambda b: (b.stamp, b.n), reverse=True)
+
+
+def undo_reset(component: str, directory: Path | None = None, now: float | None = None) -> UndoResult:
+    """Put back the newest backup that differs from the learner's file, backing that file up first (unless it is
+    the skeleton or already among the backups). Called again, it steps further back through the backups;
+    `source` is None once the file is the oldest backup."""
+    directory = directory or student_dir()
+    backups = list_backups(component, directory)
+    path = student_file(component, directory)
+    if not backups:
+        raise WorkspaceError(f"there is no backup of {component} in {display_path(directory / BACKUP_DIR)} to restore; "
+                             f"`nanogpt reset student:{component}` makes one before it restores the skeleton.")
+    current = path.read_bytes() if path.is_file() else None
+    contents = {b.path: b.path.read_bytes() for b in backups}
+    # the file may be a backup put back by an earlier undo: then step to an older one, never forward again
+    same = [i for i, b in enumerate(backups) if contents[b.path] == current]
+    older = backups[same[0] + 1:] if same else backups
+    source = next((b for b in older if contents[b.path] != current), None)
+    if source is None:
+        return UndoResult(component, path, None, None)
+    kept = None
+    saved = current is not None and current != pristine_text(component).encode("utf-8")
+    if saved and current not in contents.values():
+        kept = _backup(path, component, directory, _stamp(now))
+    data = contents[source.path]
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
+    return UndoResult(component, path, source, kept)
+
+
+# --- hints taken ----------------------------------------------------------------------------------------------------
+
+HINT_LOG = ".hints.json"  # beside .backups/: {"attention.forward": 2, ...}, the highest hint level shown per method
+
+
+def hint_log_path(directory: Path | None = None) -> Path:
+    return (directory or student_dir()) / HINT_LOG
+
+
+def read_hint_log(directory: Path | None = None) -> dict[str, int]:
+    """{"component.method": highest level taken}; empty when no hint was taken yet."""
+    path = hint_log_path(directory)
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return {str(k): int(v) for k, v in data.items()}
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise WorkspaceError(f"{path} is not a hint log ({type(exc).__name__}: {exc}); delete it to count hints "
+                             f"from zero again.") from None
+
+
+def hints_taken(component: str, directory: Path | None = None) -> int:
+    """How many hint levels the learner has seen for `component`, over its methods (for `nanogpt status`)."""
+    prefix = f"{component}."
+    return sum(level for key, level in read_hint_log(directory).items() if key.startswith(prefix))
+
+
+def record_hint(component: str, method: str, level: int, directory: Path | None = None) -> int:
+    """Remember that hints up to `level` were shown for component.method; returns the highest level taken."""
+    taken = read_hint_log(directory)
+    key = f"{component}.{method}"
+    taken[key] = max(level, taken.get(key, 0))
+    write_json_atomic(hint_log_path(directory), taken)
+    return taken[key]
 
 
 # --- fresh workspaces ------------------------------------------------------------------------------------------
@@ -102,5 +243,5 @@ def write_pristine_dir(directory: Path) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     for component in COMPONENT_NAMES:
-        (directory / f"{component}.py").write_text(pristine_text(component), encoding="utf-8")
+        write_text_atomic(directory / f"{component}.py", pristine_text(component))
     return directory

@@ -148,18 +148,20 @@ def _current_device() -> torch.device:
 
 
 def build_model(
-    config: GPTConfig, use: UseSpec = None, device: str | torch.device | None = None, trace: str | None = None
+    config: GPTConfig, use: UseSpec = None, device: str | torch.device | None = None, trace: str | None = None,
+    trace_layer: int | None = None,
 ) -> GPT:
     """Assemble a GPT from the implementations `use` picks (default: all reference). Weights are uninitialised:
     call `model.init_weights()` (or load a checkpoint) next.
 
-    `trace` ("flow" or "stats", as `--debug`) prints the seed's config banner and one line per component constructed
-    (see `nanogpt_core.model.trace`)."""
+    `trace` (a `--debug` mode: "flow", "stats", "inside", ...) prints the seed's config banner and one line per
+    component constructed, `trace_layer` (`--debug-layer`) only layer N's (see `nanogpt_core.model.trace`)."""
     chosen = resolve_use(use)
     parts = {component: get_implementation(chosen[component], component) for component in COMPONENT_NAMES}
     if trace:
         print_config_banner(config)
-    with trace_construction(parts, chosen, trace), torch.device(device) if device is not None else nullcontext():
+    place = torch.device(device) if device is not None else nullcontext()
+    with trace_construction(parts, chosen, trace, layer=trace_layer), place:
         model = GPT(config, chosen, parts)
     check_tensors_registered(model)
     return model

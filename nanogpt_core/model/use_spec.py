@@ -5,6 +5,7 @@ One grammar for every command that names implementations (`--use`, `nanogpt chec
     "student:attention,student:mlp"   two components from `student`, the rest from `reference`
     "student"                          every component `student` provides
     "student,reference:generate"       all of student's, but generate from reference
+    "student:attention.forward"        one method (`parse_method_target`: hint, show, diff)
     {"attention": "student"}           the same as "student:attention" (library callers)
 
 `parse_targets` reads the syntax; `known_set` and `known_component` are the one place that says a name is unknown
@@ -126,6 +127,35 @@ def one_set(spec: str, what: str) -> tuple[str, list[str] | None]:
     components = [known_component(t.component) for t in targets if t.component is not None]
     whole = any(t.component is None for t in targets)
     return known_set(sets[0]), None if whole else components
+
+
+@dataclass(frozen=True)
+class MethodTarget:
+    """`set[:component[.method]]`, as `nanogpt hint`, `show` and `diff` take: one set, at most one component."""
+
+    impl_set: str
+    component: str | None = None
+    method: str | None = None
+
+    def __str__(self) -> str:
+        text = self.impl_set if self.component is None else f"{self.impl_set}:{self.component}"
+        return text if self.method is None else f"{text}.{self.method}"
+
+
+def parse_method_target(spec: str, what: str) -> MethodTarget:
+    """`student:attention.forward` -> MethodTarget("student", "attention", "forward"); the component is checked
+    (`known_component`), the set and the method are the caller's to check."""
+    targets = parse_targets(spec, what)
+    if len(targets) != 1:
+        raise UseSpecError(f"{what} names one component at a time, e.g. 'student:attention.forward'; got {spec!r}.")
+    [target] = targets
+    if target.component is None:
+        return MethodTarget(target.impl_set)
+    component, dot, method = target.component.partition(".")
+    if dot and not method.isidentifier():
+        raise UseSpecError(f"{what} {spec!r} names no method after '.'; write e.g. "
+                           f"'{target.impl_set}:{component}.forward'.")
+    return MethodTarget(target.impl_set, known_component(component), method or None)
 
 
 def format_use(chosen: Mapping[str, str]) -> str:

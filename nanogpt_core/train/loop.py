@@ -241,6 +241,8 @@ def _prepare(settings: TrainSettings, ckpt: Checkpoint | None, ranks: Ranks, dev
                              ranks.world_size)
     if settings.num_iterations < 0:
         raise ConfigError(f"--num-iterations must be >= 0, got {settings.num_iterations}.")
+    if settings.debug_layer is not None and not settings.debug:
+        settings.debug = "flow"  # --debug-layer alone: the trace of that layer
     settings.debug = trace.normalize_mode(settings.debug)
     random.seed(settings.seed)
     torch.manual_seed(settings.seed)
@@ -264,8 +266,10 @@ def _prepare(settings: TrainSettings, ckpt: Checkpoint | None, ranks: Ranks, dev
     if ckpt is not None and ckpt.config != config:
         raise CheckpointError(f"the checkpoint's model {ckpt.config.to_dict()} is of another shape than these "
                               f"settings give ({config.to_dict()}).")
-    model = build_model(config, use=settings.use, device=device, trace=settings.debug)
-    with trace.tracing(model, settings.debug):
+    trace.check_layer(settings.debug_layer, config.n_layer)
+    model = build_model(config, use=settings.use, device=device, trace=settings.debug,
+                        trace_layer=settings.debug_layer)
+    with trace.tracing(model, settings.debug, layer=settings.debug_layer):
         model.init_weights()
         optimizers = model.setup_optimizers(**settings.optimizer_lrs())
     check_optimizer_coverage(model, optimizers)  # a parameter in no group would silently never train
@@ -393,9 +397,8 @@ def _take_step(run: Run, step: int, result: TrainResult, in_update: list[bool]) 
     synchronize(run.device)
     t0 = time.time()
     first = step == run.start_step
-    with trace.tracing(run.model, s.debug if first else None):
-        # an interrupt in here leaves weights and optimizer as they were at the step boundary
-        train_loss = accumulate_gradients(run.train_model, run.train_loader, run.accum, run.autocast)
+    # an interrupt in here leaves weights and optimizer as they were at the step boundary
+    train_loss = accumulate_gradients(run.train_model, run.train_loader, run.accum, run.autocast)
     if first and run.ranks.is_distributed:
         check_every_parameter_used(run.model)  # DDP would fail cryptically on the next step otherwise
     train_loss = mean_over_ranks(train_loss, run.device)  # so every rank agrees on divergence, too
@@ -453,7 +456,10 @@ def _loop(run: Run, on_step: Callable[[int, dict[str, Any]], None] | None, hooks
     in_update = [False]
     log.start(run.start_step)
     try:
-        with _StopRequest(log) as stop:
+        with _StopRequest(log) as stop, contextlib.ExitStack() as first_forward:
+            # --debug traces the run's first forward, wherever it is: the step-0 evaluation's, or the first step's
+            # (a component that fails in its forward fails there first, and its trace is what the learner needs)
+            first_forward.enter_context(trace.tracing(run.model, s.debug, layer=s.debug_layer))
             while True:
                 last_step = step == s.num_iterations
                 if any_rank(stop.requested, run.device):  # every rank stops at the same step boundary
@@ -477,6 +483,7 @@ def _loop(run: Run, on_step: Callable[[int, dict[str, Any]], None] | None, hooks
                 if last_step:
                     break
                 record = _take_step(run, step, result, in_update)
+                first_forward.close()
                 log.step(record)
                 step += 1
                 boundary_loader_state = run.train_loader.state_dict()

@@ -61,7 +61,8 @@ class TrainSettings:
     device: str = "auto"
     seed: int = 42
     compile: bool = False
-    debug: str | None = None
+    debug: str | None = None  # a --debug mode: "flow", "stats", "inside" or "inside,stats"
+    debug_layer: int | None = None  # --debug-layer N: the trace of layer N only (alone, it implies --debug)
     log: list[str] = field(default_factory=list)  # experiment trackers: "tensorboard", "wandb", "trackio"
 
     def to_dict(self) -> dict[str, Any]:
@@ -175,8 +176,9 @@ def resume_settings(checkpoint: Checkpoint | str | Path, overrides: dict[str, An
         setattr(settings, name, value)
     if "out" not in overrides:
         settings.out = str(run_dir_of(ckpt.path))  # continue in the run's own folder, wherever it was started from
-    if "debug" not in overrides:
-        settings.debug = None  # the trace is for the run it was asked for, not for every resume of it
+    for name in ("debug", "debug_layer"):
+        if name not in overrides:
+            setattr(settings, name, None)  # the trace is for the run it was asked for, not for every resume of it
     return settings
 
 
