@@ -62,6 +62,10 @@ OPTIONS = [
     _flag("eval_tokens", int, "Validation tokens per evaluation."),
     _flag("sample_every", int, "Print samples every N steps (-1: only at the end)."),
     _flag("save_every", int, "Save a checkpoint every N steps (-1: only at the end and on Ctrl-C)."),
+    _flag("inspect_every", int, "Save the attention grid of --inspect-prompt every N steps, at step 0 and at the end "
+          "(RUN/inspect/step_XXXXXX/; -1: never). See them over time: nanogpt inspect RUN --steps."),
+    _flag("inspect_prompt", str, "The prompt whose attention --inspect-every saves (default: a sentence that suits "
+          "the built-in corpus)."),
     # where and how
     _flag("data", str, "Training text: a file, a folder of .txt/.md, or parquet shards (default: built-in corpus)."),
     _flag("tokenizer", str, "Use this tokenizer folder instead of training one."),

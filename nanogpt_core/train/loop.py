@@ -12,7 +12,8 @@ A run goes through five phases, one function each:
     _save      a checkpoint every save_every steps, at the end and on Ctrl-C
 
 Greedy samples from fixed prompts are printed every sample_every steps and at the end. Other work at step
-boundaries (an evaluation suite, snapshots of the model) plugs in as a `StepHook`; other places for the numbers
+boundaries (an evaluation suite, snapshots of the model) plugs in as a `StepHook`; the settings' own hooks
+(`--inspect-every`: attention grids in RUN/inspect/) are built here; other places for the numbers
 (experiment trackers) as a `MetricSink` of the run log (`train.run_log`).
 
 A run is a folder (default runs/<timestamp>): config.json, metrics.jsonl, samples.txt, loss.png, tokenizer/ and
@@ -74,6 +75,8 @@ from nanogpt_core.train.distributed import (
     rank_device,
     ranks_with_other_weights,
 )
+from nanogpt_core.train.inspect_hook import HOOK_NAME as INSPECT_HOOK
+from nanogpt_core.train.inspect_hook import AttentionSnapshots
 from nanogpt_core.train.plots import PLOT_FILE, plot_losses
 from nanogpt_core.train.run_log import MetricSink, RunLog, read_metrics, truncate_metrics
 from nanogpt_core.train.sampling import SAMPLE_MAX_TOKENS, SAMPLE_PROMPTS, complete
@@ -209,7 +212,7 @@ def train(
             if ckpt is not None:
                 _restore(run, ckpt)
                 del ckpt
-            result = _loop(run, on_step, hooks)
+            result = _loop(run, on_step, [*hooks, *_settings_hooks(run)])
         finally:
             run.log.close()
     result.wall_time_s = time.time() - wall_start
@@ -269,6 +272,18 @@ def _prepare(settings: TrainSettings, ckpt: Checkpoint | None, ranks: Ranks, dev
                                world_size=ranks.world_size, device=device)
     return Run(settings, ranks, device, run_dir, log, tokenizer, train_tokens, val_tokens, model, optimizers,
                 train_loader, accum, resumed_from)
+
+
+def _settings_hooks(run: Run) -> list[StepHook]:
+    """The StepHooks the settings ask for: `--inspect-every N` saves the attention grid of `--inspect-prompt`."""
+    s = run.settings
+    if s.inspect_every <= 0:
+        if s.inspect_prompt:
+            raise ConfigError("--inspect-prompt needs --inspect-every N (how often to save the attention grid), "
+                              "e.g. --inspect-every 50.")
+        return []
+    snapshots = AttentionSnapshots(run.tokenizer, s.inspect_prompt, run.model.config.sequence_len)
+    return [StepHook(INSPECT_HOOK, s.inspect_every, snapshots, at_start=True)]
 
 
 def _has_checkpoint(run_dir: Path) -> bool:

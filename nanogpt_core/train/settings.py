@@ -52,6 +52,8 @@ class TrainSettings:
     eval_tokens: int = 8192
     sample_every: int = -1
     save_every: int = -1
+    inspect_every: int = -1  # save the attention grid of inspect_prompt every N steps (and at 0 and the end)
+    inspect_prompt: str | None = None  # None: nanogpt_core.inspection.report.DEFAULT_PROMPT
     # where and how
     data: str | None = None
     tokenizer: str | None = None
