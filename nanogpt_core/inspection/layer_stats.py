@@ -55,6 +55,6 @@ def layer_stats(cache: ActivationCache) -> list[LayerStats]:
             resid_rms_out=rms(cache[f"blocks.{i}.resid_post"]),
             attn_entropy=None if pattern is None else attention_entropy(pattern).tolist(),
             uniform_entropy=None if pattern is None else uniform_entropy(pattern.size(-2), pattern.size(-1)),
-            mlp_zero_fraction=None if hidden is None else (hidden == 0).float().mean().item(),
+            mlp_zero_fraction=None if hidden is None else (hidden == 0).sum().item() / hidden.numel(),
         ))
     return stats
