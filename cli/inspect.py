@@ -70,8 +70,8 @@ def _run_dir(run: str) -> Path:
 def render(result: Inspection, tokenizer, console: Console) -> None:
     """The logit-lens table, the per-layer table, the comparison (with --against) and where the pictures are."""
     lens = result.lens
-    table = Table(title="Logit lens: the top next-token guess read from each residual stream (probability)",
-                  title_justify="left")
+    console.print("[bold]Logit lens[/]: the top next-token guess read from each residual stream (its probability)")
+    table = Table()
     for column in ("pos", "token", "next", *lens.rows):
         table.add_column(column, overflow="fold")
     T = len(result.tokens)
@@ -87,7 +87,8 @@ def render(result: Inspection, tokenizer, console: Console) -> None:
     console.print(table)
     console.print("[dim]green: the guess is the token that really comes next.[/]")
 
-    layers = Table(title="Per layer", title_justify="left")
+    console.print("[bold]Per layer[/]")
+    layers = Table()
     uniform = next((s.uniform_entropy for s in result.stats if s.uniform_entropy is not None), None)
     entropy_title = "attention entropy per head, nats" + (f" (uniform: {uniform:.2f})" if uniform is not None else "")
     for column in ("layer", "residual RMS in → out", entropy_title, "MLP hidden units = 0"):
@@ -100,8 +101,8 @@ def render(result: Inspection, tokenizer, console: Console) -> None:
 
     if result.against is not None:
         a = result.against
-        diff = Table(title=f"{escape(result.use_spec)} against {escape(a.use_spec)}, same weights",
-                     title_justify="left")
+        console.print(f"[bold]{escape(result.use_spec)} against {escape(a.use_spec)}[/], same weights")
+        diff = Table()
         diff.add_column("layer")
         diff.add_column("max |attention weight difference| per head")
         for i, heads in enumerate(a.pattern_diff):
