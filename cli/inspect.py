@@ -27,7 +27,8 @@ from nanogpt_core.io.checkpoint import load_model, resolve_checkpoint, run_dir_o
 
 @click.command("inspect")
 @click.argument("run", metavar="RUN_OR_CHECKPOINT")
-@click.option("--prompt", default=DEFAULT_PROMPT, show_default=True, help="The text to look at (after <|bos|>).")
+@click.option("--prompt", default=None, help=f"The text to look at (after <|bos|>). [default: {DEFAULT_PROMPT!r}, "
+              f"cut to the model's context]")
 @click.option("--use", default=None, callback=remember_use,
               help="Assemble the weights from these implementations, e.g. 'student:attention' (default: the run's).")
 @click.option("--against", default=None, metavar="SPEC",
@@ -39,7 +40,7 @@ from nanogpt_core.io.checkpoint import load_model, resolve_checkpoint, run_dir_o
               help="Only draw the attention grids `train --inspect-every` saved, one column per step (steps.png).")
 @click.option("--device", type=click.Choice(DEVICE_CHOICES), default="auto", show_default=True)
 @debug_option
-def inspect_command(run: str, prompt: str, use: str | None, against: str | None, out: str | None, steps: bool,
+def inspect_command(run: str, prompt: str | None, use: str | None, against: str | None, out: str | None, steps: bool,
                     device: str) -> None:
     """Draw a trained model's attention and logit lens on a prompt, and print what each layer does."""
     console = Console(width=max(100, Console().width), highlight=False)

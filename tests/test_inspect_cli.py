@@ -140,3 +140,13 @@ def test_inspect_prompt_without_every_and_a_prompt_too_long_fail_before_any_step
         train(tiny_settings(tiny_corpus, tiny_tokenizer, tmp_path / "b", inspect_every=2,
                             inspect_prompt="word " * 200), stream=open(os.devnull, "w"))
     assert not (tmp_path / "b" / "checkpoints").exists() and not (tmp_path / "b" / "inspect").exists()
+
+
+def test_the_default_prompt_is_cut_to_a_short_context_and_a_given_one_is_not(run_dir):
+    from nanogpt_core.errors import ConfigError
+    from nanogpt_core.inspection.report import DEFAULT_PROMPT, prompt_ids
+
+    _, tokenizer, _ = load_model(run_dir, device="cpu")
+    assert prompt_ids(tokenizer, None, 5) == tokenizer.encode(DEFAULT_PROMPT, prepend_bos=True)[:5]
+    with pytest.raises(ConfigError, match="more than the model's context of 5"):
+        prompt_ids(tokenizer, DEFAULT_PROMPT, 5)

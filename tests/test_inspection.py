@@ -262,3 +262,12 @@ def test_a_student_style_mlp_gives_its_hidden_units(tiny_config):
     mlp = model.transformer.h[0].mlp
     expected = F.leaky_relu(mlp.c_fc(cache["blocks.0.mlp.in"]), 0.1).square()
     torch.testing.assert_close(cache["blocks.0.mlp.hidden"], expected, rtol=0, atol=0)
+
+
+def test_token_labels_show_spaces_and_never_an_unprintable_character():
+    from nanogpt_core.inspection.pictures import token_label
+
+    assert token_label(" the") == "·the" and token_label("the") == "the"
+    assert token_label("a\nb\t") == "a↵b⇥"
+    assert token_label("\x00\x1b") == "\\x00\\x1b"  # a byte-level token: escaped, not a missing glyph
+    assert token_label("·" * 20, width=10) == "·" * 9 + "…"

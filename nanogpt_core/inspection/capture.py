@@ -87,25 +87,25 @@ def capture(model: nn.Module, names: Iterable[str] | str | None = None) -> Itera
     cache = ActivationCache(n_layer)
     wanted = select(n_layer, names)
     with ExitStack() as stack:
-        patterns: dict[str, list[str]] = {}  # attention module path -> names of the pattern points it feeds
         for name, point, layer in wanted:
             path = point.path_at(layer)
             module = _submodule(model, path)
             if module is None:
                 cache.missing[name] = _no_module(point, path)
-            elif point.side == "pattern":
-                patterns.setdefault(path, []).append(name)
-            else:
-                stack.callback(_hook(module, name, point, cache).remove)
-        for path, pattern_names in patterns.items():
-            for handle in _pattern_hooks(_submodule(model, path), pattern_names, model.config.n_head, cache):
+                continue
+            handles = _pattern_hooks(module, name, model.config.n_head, cache) if point.side == "pattern" else \
+                [_hook(module, name, point, cache)]
+            for handle in handles:
                 stack.callback(handle.remove)
         try:
             yield cache
         finally:
+            ran = bool(cache.tensors)
             for name, point, layer in wanted:
                 if name not in cache.tensors and name not in cache.missing:
-                    cache.missing[name] = _never_seen(point.path_at(layer))
+                    where = point.path_at(layer) or "the model"
+                    cache.missing[name] = f"{where} was not called in the forward" if ran else \
+                        "no forward ran inside the capture"
 
 
 def run_with_cache(model: nn.Module, idx: torch.Tensor, names: Iterable[str] | str | None = None,
@@ -134,7 +134,7 @@ def _hook(module: nn.Module, name: str, point: CapturePoint, cache: ActivationCa
     return module.register_forward_hook(keep_output)
 
 
-def _pattern_hooks(module: nn.Module, names: list[str], n_head: int, cache: ActivationCache) -> list:
+def _pattern_hooks(module: nn.Module, name: str, n_head: int, cache: ActivationCache) -> list:
     """A recorder entered before each call of the attention module and left after it (even when it raises)."""
     active: list[PatternRecorder] = []
 
@@ -151,13 +151,12 @@ def _pattern_hooks(module: nn.Module, names: list[str], n_head: int, cache: Acti
             return
         recorder = active.pop()
         recorder.__exit__(None, None, None)
-        for name in names:
-            if recorder.pattern is not None:
-                cache.tensors[name], cache.how[name] = recorder.pattern, recorder.how
-                cache.missing.pop(name, None)
-            else:
-                cache.missing[name] = (f"{type(mod).__name__}.forward called neither F.scaled_dot_product_attention "
-                                       f"nor a softmax over (B, H, T, T) scores, so its weights were not seen")
+        if recorder.pattern is not None:
+            cache.tensors[name], cache.how[name] = recorder.pattern, recorder.how
+            cache.missing.pop(name, None)
+        else:
+            cache.missing[name] = (f"{type(mod).__name__}.forward called neither F.scaled_dot_product_attention "
+                                   f"nor a softmax over (B, H, T, T) scores, so its weights were not seen")
 
     return [module.register_forward_pre_hook(enter, with_kwargs=True),
             module.register_forward_hook(leave, always_call=True)]
@@ -170,5 +169,3 @@ def _no_module(point: CapturePoint, path: str) -> str:
     return f"the model has no module {path}"
 
 
-def _never_seen(path: str) -> str:
-    return f"{path or 'the model'} was not called in the forward (no forward ran inside the capture?)"

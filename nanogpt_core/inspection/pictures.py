@@ -34,9 +34,13 @@ def _pyplot():
     return plt
 
 
+VISIBLE = {" ": "·", "\n": "↵", "\t": "⇥"}
+
+
 def token_label(text: str, width: int = LABEL_CHARS) -> str:
-    """A token's text as an axis label: spaces as '·' and newlines as '↵', so ' the' and 'the' look different."""
-    shown = text.replace(" ", "·").replace("\n", "↵").replace("\t", "⇥").replace("\r", "")
+    """A token's text as an axis label: spaces as '·', newlines as '↵', other unprintable characters escaped
+    (\\x00), so ' the' and 'the' look different and no glyph is missing from the font."""
+    shown = "".join(VISIBLE.get(ch, ch if ch.isprintable() else ascii(ch)[1:-1]) for ch in text)
     return shown if len(shown) <= width else shown[: width - 1] + "…"
 
 
@@ -76,7 +80,7 @@ def draw_attention(patterns: Sequence[torch.Tensor], labels: Sequence[str] | Non
         for h in range(n_head):
             ax = panels[i][h]
             image = ax.imshow(layer[h].float().cpu().numpy(), cmap=ATTENTION_CMAP, vmin=0.0, vmax=1.0)
-            entropy = f" · entropy {entropies[i][h]:.2f}" if entropies is not None else ""
+            entropy = f" · entropy {entropies[i][h]:.2f} nats" if entropies is not None else ""
             ax.set_title(f"layer {i}, head {h}{entropy}", fontsize=9)
             _token_axes(ax, labels, T, y=h == 0)
             if h == 0:
@@ -141,12 +145,13 @@ def draw_logit_lens(lens: LogitLens, ids: Sequence[int], decode, title: str, pat
                     color="white" if dark else "black", fontweight="bold" if right else "normal")
             if right:
                 ax.add_patch(plt.Rectangle((t - 0.5, r - 0.5), 1, 1, fill=False, edgecolor="tab:orange", lw=2))
+    rotation = 0 if T <= 12 else 90  # up to 12 columns a label fits across its cell
     ax.set_yticks(range(R), lens.rows, fontsize=8)
-    ax.set_xticks(range(T), [token_label(t) for t in labels], rotation=90, fontsize=8)
+    ax.set_xticks(range(T), [token_label(t) for t in labels], rotation=rotation, fontsize=8)
     ax.set_xlabel("input token at each position")
     ax.set_ylabel("residual stream read")
     top = ax.secondary_xaxis("top")
-    top.set_xticks(range(T), [token_label(t) for t in real_next], rotation=90, fontsize=8)
+    top.set_xticks(range(T), [token_label(t) for t in real_next], rotation=rotation, fontsize=8)
     top.set_xlabel("token that really comes next (framed where a layer guesses it)", fontsize=8)
     fig.colorbar(image, ax=ax, label="probability of the top guess", fraction=0.04)
     ax.set_title(title, fontsize=10)

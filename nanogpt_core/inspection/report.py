@@ -73,8 +73,12 @@ class Inspection:
         return data
 
 
-def prompt_ids(tokenizer: Tokenizer, prompt: str, context: int) -> list[int]:
-    """<|bos|> and the prompt's tokens, as every training document starts; refused if empty or too long."""
+def prompt_ids(tokenizer: Tokenizer, prompt: str | None, context: int) -> list[int]:
+    """<|bos|> and the prompt's tokens, as every training document starts. A prompt of the user's that is empty or
+    longer than the context is refused; the default prompt (None) is cut to the context, so a model trained on a
+    short context still gets its pictures."""
+    if prompt is None:
+        return tokenizer.encode(DEFAULT_PROMPT, prepend_bos=True)[:context]
     if not prompt.strip():
         raise ConfigError("the prompt is empty; give a few words to look at, e.g. --prompt \"The function returns\".")
     tokens = tokenizer.encode(prompt, prepend_bos=True)
@@ -88,10 +92,10 @@ def token_texts(tokenizer: Tokenizer, tokens: list[int]) -> list[str]:
     return [tokenizer.decode([t]) for t in tokens]
 
 
-def inspect_prompt(model: nn.Module, tokenizer: Tokenizer, prompt: str = DEFAULT_PROMPT, out_dir: str | Path | None
-                   = None, against: nn.Module | None = None, title: str = "") -> Inspection:
-    """Run `prompt` through `model` with every point captured; with `out_dir`, draw and write the pictures and
-    inspect.json. `title` adds to every picture's title (e.g. the run and step)."""
+def inspect_prompt(model: nn.Module, tokenizer: Tokenizer, prompt: str | None = None,
+                   out_dir: str | Path | None = None, against: nn.Module | None = None, title: str = "") -> Inspection:
+    """Run `prompt` (None: DEFAULT_PROMPT) through `model` with every point captured; with `out_dir`, draw and write
+    the pictures and inspect.json. `title` adds to every picture's title (e.g. the run and step)."""
     tokens = prompt_ids(tokenizer, prompt, model.config.sequence_len)
     idx = torch.tensor([tokens], dtype=torch.long, device=model.get_device())
     logits, cache = run_with_cache(model, idx)

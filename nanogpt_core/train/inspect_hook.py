@@ -9,7 +9,7 @@ from typing import Any
 
 from nanogpt_core.data.tokenizer import Tokenizer
 from nanogpt_core.inspection.layer_stats import attention_entropy
-from nanogpt_core.inspection.report import DEFAULT_PROMPT, prompt_ids, token_texts
+from nanogpt_core.inspection.report import prompt_ids, token_texts
 from nanogpt_core.inspection.snapshots import INSPECT_DIR, save_snapshot
 
 HOOK_NAME = "inspect"  # the type of its records in metrics.jsonl
@@ -20,7 +20,7 @@ class AttentionSnapshots:
 
     def __init__(self, tokenizer: Tokenizer, prompt: str | None, context: int) -> None:
         # tokenized (and checked) when the run starts, so a prompt too long for the model fails before any step
-        self.tokens = prompt_ids(tokenizer, prompt or DEFAULT_PROMPT, context)
+        self.tokens = prompt_ids(tokenizer, prompt, context)
         self.labels = token_texts(tokenizer, self.tokens)
         self.noted = False
 
