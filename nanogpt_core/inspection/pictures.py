@@ -58,13 +58,17 @@ def _token_axes(ax, labels: Sequence[str] | None, tokens: int, fontsize: float =
             ax.set_yticklabels([])
 
 
-def _grid(plt, rows: int, cols: int, cell: float, colorbars: int = 1, extra_height: float = 1.2):
-    """A figure of rows x cols square panels and `colorbars` narrow colorbar axes at the right, spanning all rows."""
-    fig = plt.figure(figsize=(cell * cols + 0.9 * colorbars + 0.8, cell * rows + extra_height))
-    gs = fig.add_gridspec(rows, cols + colorbars, width_ratios=[1] * cols + [0.06] * colorbars)
-    panels = [[fig.add_subplot(gs[r, c]) for c in range(cols)] for r in range(rows)]
-    bars = [fig.add_subplot(gs[:, cols + b]) for b in range(colorbars)]
-    return fig, panels, bars
+def _panels(plt, rows: int, cols: int, cell: float, extra_width: float = 1.4, extra_height: float = 1.0):
+    """A figure of rows x cols square panels, laid out by matplotlib's constrained layout (titles, suptitle and
+    the colorbars shared by several panels each get their room)."""
+    fig, axes = plt.subplots(rows, cols, figsize=(cell * cols + extra_width, cell * rows + extra_height), squeeze=False,
+                             layout="constrained")
+    return fig, axes
+
+
+def _bar_shrink(rows: int) -> float:
+    """A colorbar about two panels tall: the whole height for one or two rows, a third of it for eight."""
+    return max(0.3, min(0.9, 2.5 / rows))
 
 
 def draw_attention(patterns: Sequence[torch.Tensor], labels: Sequence[str] | None, title: str, path: str | Path,
@@ -74,7 +78,7 @@ def draw_attention(patterns: Sequence[torch.Tensor], labels: Sequence[str] | Non
     `patterns[i]` is layer i's (H, T, T) for one sequence; `entropies[i][h]` (nats) is added to the panel title."""
     plt = _pyplot()
     n_layer, n_head, T = len(patterns), patterns[0].size(0), patterns[0].size(-1)
-    fig, panels, (bar,) = _grid(plt, n_layer, n_head, _cell_inches(T))
+    fig, panels = _panels(plt, n_layer, n_head, _cell_inches(T))
     image = None
     for i, layer in enumerate(patterns):
         for h in range(n_head):
@@ -87,7 +91,7 @@ def draw_attention(patterns: Sequence[torch.Tensor], labels: Sequence[str] | Non
                 ax.set_ylabel("query (attending)", fontsize=8)
             if i == n_layer - 1:
                 ax.set_xlabel("key (attended to)", fontsize=8)
-    fig.colorbar(image, cax=bar, label="attention weight (each row sums to 1)")
+    fig.colorbar(image, ax=panels, shrink=_bar_shrink(n_layer), label="attention weight (each row sums to 1)")
     fig.suptitle(title, fontsize=11)
     return save_figure(fig, path)
 
@@ -102,7 +106,7 @@ def draw_attention_against(mine: Sequence[torch.Tensor], theirs: Sequence[torch.
     diffs = [(a.float() - b.float()).cpu() for a, b in zip(mine, theirs)]
     scale = max(MIN_DIFF_SCALE, max(d.abs().max().item() for d in diffs))
     rows = n_layer * n_head
-    fig, panels, (bar, diff_bar) = _grid(plt, rows, 3, _cell_inches(T), colorbars=2)
+    fig, panels = _panels(plt, rows, 3, _cell_inches(T), extra_width=2.4)
     attention_image = diff_image = None
     for i in range(n_layer):
         for h in range(n_head):
@@ -120,8 +124,10 @@ def draw_attention_against(mine: Sequence[torch.Tensor], theirs: Sequence[torch.
             panels[r][0].set_ylabel("query", fontsize=8)
     for c in range(3):
         panels[-1][c].set_xlabel("key", fontsize=8)
-    fig.colorbar(attention_image, cax=bar, label="attention weight")
-    fig.colorbar(diff_image, cax=diff_bar, label="difference of weights")
+    # both at the right of the grid, the difference's nearest its column (one beside some columns of a grid would
+    # sit between them; one below them loses its label to constrained layout)
+    fig.colorbar(attention_image, ax=panels, shrink=_bar_shrink(rows), label="attention weight")
+    fig.colorbar(diff_image, ax=panels, shrink=_bar_shrink(rows), label="difference of weights")
     fig.suptitle(title, fontsize=11)
     return save_figure(fig, path)
 
@@ -132,7 +138,7 @@ def draw_logit_lens(lens: LogitLens, ids: Sequence[int], decode, title: str, pat
     probability, in bold with a frame where it is the token that really comes next."""
     plt = _pyplot()
     R, T = lens.top_ids.shape
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.05 * T + 2.5), 0.55 * R + 2.6))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.05 * T + 2.5), 0.55 * R + 2.6), layout="constrained")
     image = ax.imshow(lens.top_probs.numpy(), cmap=LENS_CMAP, vmin=0.0, vmax=1.0, aspect="auto")
     labels = [decode(int(i)) for i in ids]
     real_next = labels[1:] + [""]
@@ -166,7 +172,7 @@ def draw_attention_over_steps(steps: Sequence[int], patterns: Sequence[Sequence[
     plt = _pyplot()
     n_layer, n_head, T = len(patterns[0]), patterns[0][0].size(0), patterns[0][0].size(-1)
     rows = n_layer * n_head
-    fig, panels, (bar,) = _grid(plt, rows, len(steps), min(2.4, _cell_inches(T)))
+    fig, panels = _panels(plt, rows, len(steps), min(2.4, _cell_inches(T)))
     image = None
     for s, (step, layers) in enumerate(zip(steps, patterns)):
         for i in range(n_layer):
@@ -178,6 +184,6 @@ def draw_attention_over_steps(steps: Sequence[int], patterns: Sequence[Sequence[
                 if s == 0:
                     ax.set_ylabel(f"layer {i}, head {h}", fontsize=9)
                 _token_axes(ax, labels if T <= 12 else None, T, fontsize=6, y=s == 0)
-    fig.colorbar(image, cax=bar, label="attention weight")
+    fig.colorbar(image, ax=panels, shrink=_bar_shrink(rows), label="attention weight")
     fig.suptitle(title, fontsize=11)
     return save_figure(fig, path)
