@@ -150,3 +150,17 @@ def test_the_default_prompt_is_cut_to_a_short_context_and_a_given_one_is_not(run
     assert prompt_ids(tokenizer, None, 5) == tokenizer.encode(DEFAULT_PROMPT, prepend_bos=True)[:5]
     with pytest.raises(ConfigError, match="more than the model's context of 5"):
         prompt_ids(tokenizer, DEFAULT_PROMPT, 5)
+
+
+def test_the_train_flags_reach_the_hook_and_a_prompt_alone_is_refused(tiny_corpus, tiny_tokenizer, tmp_path):  # noqa: F811
+    base = ["train", "--depth", "1", "--n-embd", "64", "--n-head", "1", "--n-kv-head", "1", "--max-seq-len", "64",
+            "--device-batch-size", "2", "--total-batch-size", "128", "--eval-every", "-1", "--eval-tokens", "128",
+            "--data", str(tiny_corpus), "--tokenizer", str(tiny_tokenizer), "--device", "cpu"]
+    alone = CliRunner().invoke(cli, [*base, "--num-iterations", "1", "--out", str(tmp_path / "a"),
+                                     "--inspect-prompt", "The function"])
+    assert alone.exit_code == 2 and "--inspect-prompt needs --inspect-every N" in alone.output
+    ran = CliRunner().invoke(cli, [*base, "--num-iterations", "3", "--out", str(tmp_path / "b"),
+                                   "--inspect-every", "2", "--inspect-prompt", "The function"])
+    assert ran.exit_code == 0, ran.output
+    assert sorted(p.name for p in (tmp_path / "b" / "inspect").iterdir()) == ["step_000000", "step_000002",
+                                                                             "step_000003"]

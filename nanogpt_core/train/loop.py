@@ -212,7 +212,7 @@ def train(
             if ckpt is not None:
                 _restore(run, ckpt)
                 del ckpt
-            result = _loop(run, on_step, [*hooks, *_settings_hooks(run)])
+            result = _loop(run, on_step, [*_inspect_hooks(run), *hooks])
         finally:
             run.log.close()
     result.wall_time_s = time.time() - wall_start
@@ -274,8 +274,8 @@ def _prepare(settings: TrainSettings, ckpt: Checkpoint | None, ranks: Ranks, dev
                 train_loader, accum, resumed_from)
 
 
-def _settings_hooks(run: Run) -> list[StepHook]:
-    """The StepHooks the settings ask for: `--inspect-every N` saves the attention grid of `--inspect-prompt`."""
+def _inspect_hooks(run: Run) -> list[StepHook]:
+    """The StepHook `--inspect-every N` asks for: the attention grid of `--inspect-prompt` saved at those steps."""
     s = run.settings
     if s.inspect_every <= 0:
         if s.inspect_prompt:
