@@ -103,15 +103,19 @@ def render(result: Inspection, tokenizer, console: Console) -> None:
     if result.against is not None:
         a = result.against
         console.print(f"[bold]{escape(result.use_spec)} against {escape(a.use_spec)}[/], same weights")
-        diff = Table()
-        diff.add_column("layer")
-        diff.add_column("max |attention weight difference| per head")
-        for i, heads in enumerate(a.pattern_diff):
-            diff.add_row(str(i), "  ".join(f"{d:.2g}" for d in heads))
-        console.print(diff)
+        if a.pattern_diff is not None:
+            diff = Table()
+            diff.add_column("layer")
+            diff.add_column("max |attention weight difference| per head")
+            for i, heads in enumerate(a.pattern_diff):
+                diff.add_row(str(i), "  ".join(f"{d:.2g}" for d in heads))
+            console.print(diff)
         console.print(f"logits max |difference|: {a.logits_max_diff:.3g}")
 
     for name, reason in result.cache.missing.items():
         console.print(f"[yellow]not captured[/] {name}: {escape(reason)}")
+    if result.against is not None:
+        for name, reason in result.against.cache.missing.items():
+            console.print(f"[yellow]not captured[/] ({escape(result.against.use_spec)}) {name}: {escape(reason)}")
     for what, path in result.files.items():
         console.print(f"{what:>10}: {escape(str(path))}")

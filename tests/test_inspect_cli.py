@@ -164,3 +164,19 @@ def test_the_train_flags_reach_the_hook_and_a_prompt_alone_is_refused(tiny_corpu
     assert ran.exit_code == 0, ran.output
     assert sorted(p.name for p in (tmp_path / "b" / "inspect").iterdir()) == ["step_000000", "step_000002",
                                                                              "step_000003"]
+
+
+def test_an_attention_whose_pattern_cannot_be_seen_still_gets_the_lens_and_the_tables(run_dir, tmp_path):
+    from test_inspection import HandRolledSoftmax
+
+    from nanogpt_core.inspection.report import inspect_prompt
+
+    model, tokenizer, _ = load_model(run_dir, device="cpu")
+    reference, _, _ = load_model(run_dir, device="cpu")
+    model.transformer.h[0].attn.__class__ = HandRolledSoftmax
+    result = inspect_prompt(model, tokenizer, PROMPT, tmp_path, against=reference)
+    assert "neither F.scaled_dot_product_attention" in result.cache.missing["blocks.0.attn.pattern"]
+    # exp/sum by hand against SDPA: the same math, logits equal to fp32 rounding (measured 4.8e-7 on logits ~1)
+    assert result.against.pattern_diff is None and result.against.logits_max_diff < 1e-5
+    assert sorted(result.files) == ["logit_lens", "numbers"]
+    assert result.stats[0].attn_entropy is None and result.stats[0].mlp_zero_fraction is not None

@@ -37,7 +37,7 @@ class Against:
     """The same prompt through the same weights assembled from another set."""
 
     use_spec: str
-    pattern_diff: list[list[float]]  # [layer][head]: max |mine - theirs| over queries and keys
+    pattern_diff: list[list[float]] | None  # [layer][head]: max |mine - theirs|; None when either has no pattern
     logits_max_diff: float
     cache: ActivationCache
 
@@ -103,10 +103,11 @@ def inspect_prompt(model: nn.Module, tokenizer: Tokenizer, prompt: str | None = 
                         logit_lens(model, cache, idx), layer_stats(cache))
     if against is not None:
         their_logits, theirs = run_with_cache(against, idx)
+        both = _has_patterns(cache) and _has_patterns(theirs)
         result.against = Against(
             use_spec=against.use_spec,
             pattern_diff=[(a - b).abs().amax(dim=(-2, -1)).tolist()
-                          for a, b in zip(result.patterns(), result.patterns(theirs))],
+                          for a, b in zip(result.patterns(), result.patterns(theirs))] if both else None,
             logits_max_diff=(logits.float() - their_logits.float()).abs().max().item(),
             cache=theirs,
         )
@@ -119,7 +120,7 @@ def write_pictures(result: Inspection, tokenizer: Tokenizer, out_dir: Path, titl
     suffix = f" · {title}" if title else ""
     entropies = [s.attn_entropy for s in result.stats]
     files = result.files
-    if "blocks.0.attn.pattern" in result.cache:
+    if _has_patterns(result.cache):
         files["attention"] = draw_attention(result.patterns(), result.labels,
                                             f"attention of {result.use_spec}{suffix}", out_dir / ATTENTION_FILE,
                                             entropies=None if None in entropies else entropies)
@@ -129,7 +130,7 @@ def write_pictures(result: Inspection, tokenizer: Tokenizer, out_dir: Path, titl
     files["logit_lens"] = draw_logit_lens(lens, result.tokens[keep], lambda i: tokenizer.decode([i]),
                                           f"logit lens of {result.use_spec}: the top next-token guess read from "
                                           f"each residual stream{suffix}", out_dir / LENS_FILE)
-    if result.against is not None and "blocks.0.attn.pattern" in result.against.cache:
+    if result.against is not None and result.against.pattern_diff is not None:
         theirs = result.against.use_spec
         files["against"] = draw_attention_against(
             result.patterns(), result.patterns(result.against.cache), result.labels, (result.use_spec, theirs),
@@ -138,6 +139,10 @@ def write_pictures(result: Inspection, tokenizer: Tokenizer, out_dir: Path, titl
     files["numbers"] = out_dir / NUMBERS_FILE
     write_json_atomic(files["numbers"], result.to_dict())
     return files
+
+
+def _has_patterns(cache: ActivationCache) -> bool:
+    return all(f"blocks.{i}.attn.pattern" in cache for i in range(cache.n_layer))
 
 
 def _file_safe(spec: str) -> str:
