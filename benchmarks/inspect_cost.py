@@ -98,8 +98,12 @@ def main() -> None:
     parser.add_argument("--run", default="runs/demo", help="the run `nanogpt inspect` is timed on (make demo)")
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--commands", type=int, default=3, help="runs of the `nanogpt inspect` command")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads for the ratios (default: torch's; 1 is steadier on a busy machine)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "inspect_results.json"))
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     results = {"machine": machine_name(), "torch": torch.__version__, "repeats": args.repeats,
                "off": bench_off(args.repeats),
                "on": [bench_on(args.repeats, 1, 11), bench_on(args.repeats, 4, 256)]}
