@@ -15,6 +15,7 @@ from nanogpt_cli.errors import EXIT_INTERRUPTED, Invocation, report_exception
 from nanogpt_cli.eval import eval_command
 from nanogpt_cli.experiment import experiment_command
 from nanogpt_cli.hint import hint_command
+from nanogpt_cli.inspect import inspect_command
 from nanogpt_cli.interop import export_group, import_group, pretrained_compare_command
 from nanogpt_cli.reset import reset_command
 from nanogpt_cli.sample import sample_command
@@ -66,6 +67,7 @@ cli.add_command(compare_command)
 cli.add_command(train_command)
 cli.add_command(sample_command)
 cli.add_command(eval_command)
+cli.add_command(inspect_command)
 cli.add_command(data_group)
 cli.add_command(tokenizer_group)
 cli.add_command(reset_command)

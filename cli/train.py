@@ -69,6 +69,10 @@ OPTIONS = [
     _flag("core_metric_every", int, "nanochat's CORE metric every N steps and at the end (-1: never; needs "
           "`nanogpt data download core-eval`)."),
     _flag("core_metric_max_per_task", int, "Items per CORE task during training (-1: all)."),
+    _flag("inspect_every", int, "Save the attention grid of --inspect-prompt every N steps, at step 0 and at the end "
+          "(RUN/inspect/step_XXXXXX/; -1: never). See them over time: nanogpt inspect RUN --steps."),
+    _flag("inspect_prompt", str, "The prompt whose attention --inspect-every saves (default: a sentence that suits "
+          "the built-in corpus)."),
     # where and how
     _flag("data", str, "Training text: a file, a folder of .txt/.md, or parquet shards (default: built-in corpus)."),
     _flag("tokenizer", str, "Use this tokenizer folder instead of training one."),

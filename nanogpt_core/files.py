@@ -52,10 +52,14 @@ def write_json_atomic(path: str | Path, data: Any, *, indent: int = 2) -> Path:
 
 
 def save_figure(fig, path: str | Path) -> Path:
-    """A matplotlib figure as PNG, written atomically (a reader never sees half a picture), then closed."""
+    """A matplotlib figure as PNG, written atomically (a reader never sees half a picture), then closed.
+
+    Laid out tightly, unless the figure chose its own layout (`layout="constrained"`, which places suptitles and
+    colorbars shared by a grid of panels where tight_layout would overlap them)."""
     import matplotlib.pyplot as plt  # late: matplotlib costs a second to import, and most commands draw nothing
 
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
     try:
         return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
     finally:

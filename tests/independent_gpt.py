@@ -39,29 +39,59 @@ def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tenso
     return out
 
 
-def attention(x: torch.Tensor, sd: dict, prefix: str, cfg, cos, sin) -> torch.Tensor:
-    """x (T, C) for one sequence."""
+def attention_weights(x: torch.Tensor, sd: dict, prefix: str, cfg, cos, sin) -> torch.Tensor:
+    """(H, T, T) for one sequence x (T, C): softmax(q kᵀ / √D) of each query head, future keys masked out."""
     T, C = x.shape
     H, Hkv, D = cfg.n_head, cfg.n_kv_head, cfg.n_embd // cfg.n_head
     q = (x @ sd[prefix + "c_q.weight"].T).view(T, H, D)
     k = (x @ sd[prefix + "c_k.weight"].T).view(T, Hkv, D)
-    v = (x @ sd[prefix + "c_v.weight"].T).view(T, Hkv, D)
-    heads = []
+    future = torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1)
+    weights = []
     for h in range(H):
         kv = h // (H // Hkv)
         qh = rms(rotate(q[:, h], cos[:T], sin[:T]))
         kh = rms(rotate(k[:, kv], cos[:T], sin[:T]))
         scores = (qh @ kh.T) / math.sqrt(D)
-        future = torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1)
-        weights = torch.softmax(scores.masked_fill(future, float("-inf")), dim=-1)
-        heads.append(weights @ v[:, kv])
-    y = torch.cat(heads, dim=-1)
+        weights.append(torch.softmax(scores.masked_fill(future, float("-inf")), dim=-1))
+    return torch.stack(weights)
+
+
+def attention(x: torch.Tensor, sd: dict, prefix: str, cfg, cos, sin) -> torch.Tensor:
+    """x (T, C) for one sequence."""
+    T, C = x.shape
+    H, Hkv, D = cfg.n_head, cfg.n_kv_head, cfg.n_embd // cfg.n_head
+    v = (x @ sd[prefix + "c_v.weight"].T).view(T, Hkv, D)
+    weights = attention_weights(x, sd, prefix, cfg, cos, sin)
+    y = torch.cat([weights[h] @ v[:, h // (H // Hkv)] for h in range(H)], dim=-1)
     return y @ sd[prefix + "c_proj.weight"].T
 
 
 def mlp(x: torch.Tensor, sd: dict, prefix: str) -> torch.Tensor:
     hidden = torch.clamp(x @ sd[prefix + "c_fc.weight"].T, min=0) ** 2
     return hidden @ sd[prefix + "c_proj.weight"].T
+
+
+def gpt_activations(row: torch.Tensor, sd: dict, cfg) -> dict[str, torch.Tensor]:
+    """Every capture point of `nanogpt_core.inspection` for one sequence `row` (T,), without the batch dimension,
+    computed from the math alone: {"embed": (T, C), ..., "blocks.0.attn.pattern": (H, T, T), ..., "logits": (T, V)}."""
+    cos, sin = rotary_table(cfg.sequence_len * 10, cfg.n_embd // cfg.n_head)
+    acts = {"embed": sd["transformer.wte.weight"][row]}
+    x = acts["emb_norm.out"] = rms(acts["embed"])
+    for i in range(cfg.n_layer):
+        p, b = f"transformer.h.{i}.", f"blocks.{i}."
+        acts[b + "resid_pre"] = x
+        a = acts[b + "attn.in"] = rms(x)
+        acts[b + "attn.pattern"] = attention_weights(a, sd, p + "attn.", cfg, cos, sin)
+        acts[b + "attn.out"] = attention(a, sd, p + "attn.", cfg, cos, sin)
+        x = x + acts[b + "attn.out"]
+        m = acts[b + "mlp.in"] = rms(x)
+        acts[b + "mlp.hidden"] = torch.clamp(m @ sd[p + "mlp.c_fc.weight"].T, min=0) ** 2
+        acts[b + "mlp.out"] = mlp(m, sd, p + "mlp.")
+        x = acts[b + "resid_post"] = x + acts[b + "mlp.out"]
+    acts["final_norm.out"] = rms(x)
+    z = acts["final_norm.out"] @ sd["lm_head.weight"].T
+    acts["logits"] = SOFTCAP * torch.tanh(z / SOFTCAP)
+    return acts
 
 
 def gpt_logits(idx: torch.Tensor, sd: dict, cfg) -> torch.Tensor:

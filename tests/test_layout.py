@@ -22,7 +22,7 @@ LAYERS = {
     "nanogpt_core.errors": 0,
     "nanogpt_core.files": 1, "nanogpt_core.device": 1,
     "nanogpt_core.model": 2, "nanogpt_core.data": 2,
-    "nanogpt_core.io": 3, "nanogpt_core.checks": 3, "nanogpt_core.evals": 3,
+    "nanogpt_core.io": 3, "nanogpt_core.checks": 3, "nanogpt_core.evals": 3, "nanogpt_core.inspection": 3,
     "nanogpt_core.train": 4,
     "nanogpt_core.compare": 5, "nanogpt_core.learn": 5,
     "nanogpt_core": 6,  # the package's public API re-exports from every layer

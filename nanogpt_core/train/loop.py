@@ -11,11 +11,11 @@ A run goes through five phases, one function each:
     _take_step one optimisation step (`nanogpt_core.train.step`), its bookkeeping and its log line
     _save      a checkpoint every save_every steps, at the end and on Ctrl-C
 
-Greedy samples from fixed prompts are printed every sample_every steps and at the end; nanochat's CORE metric is
-evaluated every core_metric_every steps and at the end (a `StepHook` the settings build). Other work at step
-boundaries (an evaluation suite, snapshots of the model) plugs in as a `StepHook` too; other places for the numbers
-(experiment trackers) as a `MetricSink` of the run log (`train.run_log`); `settings.log` names the trackers
-(`train.trackers`) whose sinks every run adds.
+Greedy samples from fixed prompts are printed every sample_every steps and at the end. Other work at step
+boundaries plugs in as a `StepHook`; the settings' own hooks are built here: nanochat's CORE metric every
+core_metric_every steps (`evals`), attention grids every inspect_every steps (RUN/inspect/, `inspection`). Other
+places for the numbers (experiment trackers) are `MetricSink`s of the run log (`train.run_log`); `settings.log`
+names the trackers (`train.trackers`) whose sinks every run adds.
 
 A run is a folder (default runs/<timestamp>): config.json, metrics.jsonl, samples.txt, loss.png, tokenizer/ and
 checkpoints/. Resuming restores weights, optimizer state, the loader's position and the RNG, so on CPU a resumed run
@@ -77,6 +77,8 @@ from nanogpt_core.train.distributed import (
     rank_device,
     ranks_with_other_weights,
 )
+from nanogpt_core.train.inspect_hook import HOOK_NAME as INSPECT_HOOK
+from nanogpt_core.train.inspect_hook import AttentionSnapshots
 from nanogpt_core.train.plots import PLOT_FILE, plot_losses
 from nanogpt_core.train.run_log import MetricSink, RunLog, read_metrics, truncate_metrics
 from nanogpt_core.train.sampling import SAMPLE_MAX_TOKENS, SAMPLE_PROMPTS, complete
@@ -277,6 +279,24 @@ def _prepare(settings: TrainSettings, ckpt: Checkpoint | None, ranks: Ranks, dev
                                world_size=ranks.world_size, device=device)
     return Run(settings, ranks, device, run_dir, log, tokenizer, train_tokens, val_tokens, model, optimizers,
                 train_loader, accum, resumed_from)
+
+
+def _settings_hooks(run: Run) -> list[StepHook]:
+    """The step hooks the settings ask for: the CORE metric (--core-metric-every) and attention grids
+    (--inspect-every)."""
+    return [*_core_hooks(run), *_inspect_hooks(run)]
+
+
+def _inspect_hooks(run: Run) -> list[StepHook]:
+    """The StepHook `--inspect-every N` asks for: the attention grid of `--inspect-prompt` saved at those steps."""
+    s = run.settings
+    if s.inspect_every <= 0:
+        if s.inspect_prompt:
+            raise ConfigError("--inspect-prompt needs --inspect-every N (how often to save the attention grid), "
+                              "e.g. --inspect-every 50.")
+        return []
+    snapshots = AttentionSnapshots(run.tokenizer, s.inspect_prompt, run.model.config.sequence_len)
+    return [StepHook(INSPECT_HOOK, s.inspect_every, snapshots, at_start=True)]
 
 
 def _has_checkpoint(run_dir: Path) -> bool:
@@ -505,8 +525,8 @@ def _loop(run: Run, on_step: Callable[[int, dict[str, Any]], None] | None, hooks
     return result
 
 
-def _settings_hooks(run: Run) -> list[StepHook]:
-    """The step hooks the settings ask for: the CORE metric with --core-metric-every N > 0 (and the eval bundle)."""
+def _core_hooks(run: Run) -> list[StepHook]:
+    """The CORE metric with --core-metric-every N > 0 (and the eval bundle)."""
     s = run.settings
     if s.core_metric_every <= 0:
         return []

@@ -54,6 +54,8 @@ class TrainSettings:
     save_every: int = -1
     core_metric_every: int = -1  # nanochat's CORE every N steps and at the end (-1: never); needs the eval bundle
     core_metric_max_per_task: int = 500  # items per CORE task during training (nanochat's default; -1: all)
+    inspect_every: int = -1  # save the attention grid of inspect_prompt every N steps (and at 0 and the end)
+    inspect_prompt: str | None = None  # None: nanogpt_core.inspection.report.DEFAULT_PROMPT
     # where and how
     data: str | None = None
     tokenizer: str | None = None
