@@ -12,8 +12,9 @@ code needs no print statements and the reference prints the same trace as the st
 Modes: None (no-op), "flow" (calls and shapes), "stats" (also dtype, device, mean, std, min, max of every tensor, and
 a loud flag at the FIRST component whose output holds NaN/Inf while its inputs were finite: that is where to look).
 
-Modules (norm, attention, mlp, block and the GPT itself) are traced with forward pre/post hooks; function components
-(rotary's precompute/apply, init, optimizer, generate) are wrapped for the duration of the block and restored after.
+Modules (norm, attention, mlp, block and gpt, the model itself) are traced with forward pre/post hooks; function
+components (rotary's precompute/apply, init, optimizer, generate) are wrapped for the duration of the block and
+restored after.
 """
 
 from __future__ import annotations
@@ -136,7 +137,7 @@ class Tracer:
             inputs = [t for a in args for t in _tensors(a)]
             if all(_is_finite(t) for t in inputs):
                 self.first_nonfinite = label
-                who = f"component '{component}'" if component else "the core (embedding, head, softcap or loss)"
+                who = f"component '{component}'" if component else "the core"
                 self.emit(f"  !!! NaN/Inf first appears in the output of {label}() ({who}); its inputs were "
                           f"finite, so the bug is in this call. Check divisions, eps, init scale and softcap.")
 
@@ -218,7 +219,7 @@ def tracing(model: nn.Module, mode: str | bool | None, file: TextIO | None = Non
     top = model
 
     for name, module in model.named_modules():
-        component = None if module is top else _module_component(model, name, module)
+        component = "gpt" if module is top else _module_component(model, name, module)
         if module is not top and component is None:
             continue
         label = f"{type(module).__name__}.forward"
@@ -259,6 +260,13 @@ def tracing(model: nn.Module, mode: str | bool | None, file: TextIO | None = Non
                 h.remove()
 
 
+def _built_as(instance: Any, cls: type) -> bool:
+    """`instance` is a `cls` itself (not a subclass calling its __init__), or the model made from the gpt class `cls`
+    (the core mixes its facilities into a class of the same name, `cls` first)."""
+    kind = type(instance)
+    return kind is cls or (kind.__bases__[:1] == (cls,) and kind.__name__ == cls.__name__)
+
+
 @contextmanager
 def trace_construction(parts: dict[str, Any], use: dict[str, str], mode: str | bool | None,
                        file: TextIO | None = None) -> Iterator[Tracer | None]:
@@ -279,7 +287,7 @@ def trace_construction(parts: dict[str, Any], use: dict[str, str], mode: str | b
                 def traced_init(self, *args: Any, **kwargs: Any) -> None:
                     layer = args[1] if len(args) > 1 and isinstance(args[1], int) else kwargs.get("layer_idx")
                     where = f" for layer {layer}" if isinstance(layer, int) else ""
-                    if type(self) is cls:
+                    if _built_as(self, cls):
                         tracer.emit(f"{cls.__name__}.__init__() called{where}{tracer.tag(component)}")
                     init(self, *args, **kwargs)
 
