@@ -203,7 +203,7 @@ def _write_checkpoint_files(
         "step": str(step),
         "tokenizer_fingerprint": fingerprint,
     }
-    weights = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    weights = _one_storage_each({k: v.detach().contiguous() for k, v in model.state_dict().items()})
     _save_safetensors(weights, folder / MODEL_FILE, model_meta)
     files = {MODEL_FILE: sha256_file(folder / MODEL_FILE)}
     if optimizers is not None:
@@ -220,6 +220,19 @@ def _write_checkpoint_files(
     state = {**state, "format_version": FORMAT_VERSION, "step": step, "tokenizer_fingerprint": fingerprint,
              "files": files}
     write_json_atomic(folder / STATE_FILE, state, indent=1)
+
+
+def _one_storage_each(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A copy for every name after the first of a shared tensor (tied embeddings: `transformer.wte.weight` and
+    `lm_head.weight` are one parameter). safetensors refuses shared memory; loading writes both names back into the
+    one parameter, so the tie survives the round trip."""
+    seen: set[int] = set()
+    out = {}
+    for name, tensor in tensors.items():
+        storage = tensor.untyped_storage().data_ptr()
+        out[name] = tensor.clone() if storage in seen else tensor
+        seen.add(storage)
+    return out
 
 
 def _save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
