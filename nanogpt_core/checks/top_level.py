@@ -16,8 +16,8 @@ import torch.nn as nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from nanogpt_core.checks.harness import Bench, key_diff
-from nanogpt_core.checks.modules import Check, result
+from nanogpt_core.checks.harness import Bench
+from nanogpt_core.checks.modules import Check, result, state_dict_check
 from nanogpt_core.checks.result import CheckResult
 from nanogpt_core.model.assembly import build_model
 from nanogpt_core.model.contracts import LOGIT_SOFTCAP
@@ -35,13 +35,7 @@ BF16_LOSS_TOLERANCE = 1e-4  # bf16 model: fp32 loss of its bf16 logits within 1e
 
 
 def gpt_parameters(b: Bench) -> CheckResult:
-    cand = b.model()
-    ref = build_model(b.config, device=b.device)
-    diff = key_diff(cand, ref)
-    numbers = {"keys": len(cand.state_dict())}
-    if diff:
-        return result("parameters", False, diff, numbers, "state-dict keys or shapes differ from the contract")
-    return result("parameters", True, f"{numbers['keys']} state-dict entries named and shaped as nanochat's", numbers)
+    return state_dict_check(b.model(), build_model(b.config, device=b.device))
 
 
 def gpt_logits_shape(b: Bench) -> CheckResult:

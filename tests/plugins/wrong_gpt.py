@@ -138,15 +138,15 @@ class FlopsWithEmbedding(_GPT):
     """6 FLOPs for every parameter, the embedding (a lookup) included."""
 
     def estimate_flops(self):
-        c = self.config
-        return 6 * sum(p.numel() for p in self.parameters()) + 12 * c.n_layer * c.n_head * c.head_dim * c.sequence_len
+        return super().estimate_flops() + 6 * self.transformer.wte.weight.numel()
 
 
 class FlopsWithoutAttention(_GPT):
     """Forgets attention's scores and values (12 * n_layer * n_head * head_dim * sequence_len)."""
 
     def estimate_flops(self):
-        return 6 * (sum(p.numel() for p in self.parameters()) - self.transformer.wte.weight.numel())
+        c = self.config
+        return super().estimate_flops() - 12 * c.n_layer * c.n_head * c.head_dim * c.sequence_len
 
 
 # set -> (implementation, the diagnosis the checks and compare must give first)
