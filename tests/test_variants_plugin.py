@@ -208,7 +208,7 @@ def test_tied_variant_replaces_the_top_level_and_checkpoints_its_one_matrix(vari
                    stream=open(tmp_path / "log.txt", "w"), progress_bar=False)  # noqa: SIM115
     assert result.losses[-1] < result.losses[0]
     loaded, _, meta = load_model(result.run_dir, device="cpu")
-    assert [meta["use"][c] for c in ("gpt", "init", "optimizer")] == ["tied"] * 3
+    assert [meta["use"][c] for c in ("gpt", "init", "optimizer")] == ["tied", "tied", "reference"]
     assert loaded.lm_head.weight is loaded.transformer.wte.weight
 
     tokenizer = Tokenizer.load(tiny_tokenizer)

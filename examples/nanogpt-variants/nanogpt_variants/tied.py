@@ -1,12 +1,14 @@
 """gpt variant: tied embeddings — the head reads out with the embedding matrix itself (GPT-2, nanoGPT).
 
-Tying touches three components, so the set `tied` holds three, each a small change to the reference:
+Tying touches two components, so the set `tied` holds two, each a small change to the reference:
 
 - gpt: the reference top level with `lm_head.weight` set to `transformer.wte.weight` (one parameter, two names: both
-  keys stay in the state dict, so a reference checkpoint still loads), and `estimate_flops` counting the head;
-- init: the reference init zeroes lm_head, which is now the embedding too; the shared matrix is drawn again;
-- optimizer: the reference optimizer lists the embedding and the head in two groups, which torch refuses for one
-  matrix; here it is in one group, the head's.
+  keys stay in the state dict, as in nanoGPT), and `estimate_flops` counting the head;
+- init: the reference init zeroes lm_head, which is now the embedding too; the shared matrix is drawn again.
+
+The reference optimizer needs no change: it trains a tied matrix once, in the head's AdamW group (at the embedding's
+learning rate it would not learn as a head: loss 5.06 against 2.10 after 60 synthetic steps of
+`nanogpt compare --design`; the untied reference 2.03).
 """
 
 from __future__ import annotations
@@ -15,13 +17,6 @@ import torch
 import torch.nn as nn
 from nanogpt_impls.reference.gpt import GPT
 from nanogpt_impls.reference.init import init_weights
-from nanogpt_impls.reference.optimizer import (
-    ADAMW_BETAS,
-    ADAMW_EPS,
-    LR_REFERENCE_WIDTH,
-    MUON_MOMENTUM,
-    Float32Muon,
-)
 
 TIED_STD = 0.02  # GPT-2's std for the shared matrix: as the head, it keeps the first logits near 0
 
@@ -51,28 +46,3 @@ def init_tied_weights(model: nn.Module) -> None:
     init_weights(model)
     with torch.no_grad():
         model.transformer.wte.weight.normal_(0.0, TIED_STD)
-
-
-def setup_tied_optimizers(model: nn.Module, *, unembedding_lr: float = 0.004, embedding_lr: float = 0.2,
-                          matrix_lr: float = 0.02, weight_decay: float = 0.0) -> list[torch.optim.Optimizer]:
-    """nanochat's two optimizers for a tied model: Muon for the block matrices, as the reference; AdamW for the
-    shared matrix, at the head's learning rate, and for any vectors. At the embedding's rate the shared matrix does
-    not learn as a head (measured with `nanogpt compare --design`, 60 synthetic steps: loss 5.06 at 0.2, 2.10 at
-    0.004; untied reference 2.03). `embedding_lr` has no matrix of its own left; it is accepted so the training
-    flags stay the same."""
-    matrices = [p for p in model.transformer.h.parameters() if p.ndim == 2]
-    shared = model.lm_head.weight
-    others = [p for p in model.parameters() if p is not shared and all(p is not m for m in matrices)]
-    scale = (model.config.n_embd / LR_REFERENCE_WIDTH) ** -0.5
-    groups = [dict(params=[shared], lr=unembedding_lr * scale)]
-    if others:
-        groups.append(dict(params=others, lr=unembedding_lr * scale))
-    on_cuda = model.get_device().type == "cuda"
-    adamw = torch.optim.AdamW(groups, betas=ADAMW_BETAS, eps=ADAMW_EPS, weight_decay=weight_decay, fused=on_cuda)
-    Muon = torch.optim.Muon if on_cuda else Float32Muon
-    muon = Muon(matrices, lr=matrix_lr, momentum=MUON_MOMENTUM, nesterov=True, weight_decay=0.0,
-                adjust_lr_fn="original")
-    for opt in (adamw, muon):
-        for group in opt.param_groups:
-            group["initial_lr"] = group["lr"]
-    return [adamw, muon]
