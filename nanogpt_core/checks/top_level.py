@@ -28,10 +28,12 @@ RMS_TOLERANCE = 1e-3
 # The head's raw outputs are scaled to ~1000 and ~4000: tanh(1000 / 15) is 1.0 in fp32, so a cap c saturates at c
 # exactly both times, while uncapped logits grow 4x.
 SATURATING_SCALES = (1000.0, 4000.0)
-# Loss against the cross-entropy recomputed in fp64 from the model's own logits. Measured: the fp32 loss is within
-# 1e-7 of it; a loss computed in bf16 (no .float()) is off by 7e-3, one computed before the softcap by far more.
+# Loss against the cross-entropy recomputed in fp64 from the model's own logits. Measured on the check config: the
+# reference's fp32 loss is within 2e-8 of it, a loss computed before the softcap is off by 0.23 (head scaled 10x).
 LOSS_TOLERANCE = 1e-5
-BF16_LOSS_TOLERANCE = 1e-4  # bf16 model: fp32 loss of its bf16 logits within 1e-7 (measured), bf16 loss 7e-3
+# A bf16 model: the reference's fp32 loss of its bf16 logits is within 1e-7 (measured), a loss computed in bf16 and
+# cast to fp32 afterwards off by 1.2e-3.
+BF16_LOSS_TOLERANCE = 1e-4
 
 
 def gpt_parameters(b: Bench) -> CheckResult:
