@@ -65,3 +65,13 @@ def alt():
     register_plugin(AltImplsPlugin(), name="nanogpt-test-alt")
     yield ALT_SET
     unregister_plugin(name="nanogpt-test-alt")
+
+
+@pytest.fixture(scope="module")
+def gpt_bugs():
+    """The deliberately wrong top levels (tests/plugins/wrong_gpt.py), each registered as its own set."""
+    from plugins.wrong_gpt import GPT_BUGS, PLUGIN_NAME, WrongGPTPlugin
+
+    register_plugin(WrongGPTPlugin(), name=PLUGIN_NAME)
+    yield GPT_BUGS
+    unregister_plugin(name=PLUGIN_NAME)

@@ -306,3 +306,20 @@ def test_a_full_disk_is_a_one_line_error_naming_the_good_checkpoint(tmp_path, to
                                               f"free some space and continue with: nanogpt train --resume {tmp_path}"):
         save_checkpoint(tmp_path, 2, model, optimizers, tokenizer)
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["latest", "step_000001"]
+
+
+def test_a_safetensors_file_whose_header_length_starts_with_0x80_is_no_pickle(tmp_path):
+    """A pickle starts with 0x80; so does a safetensors file whose header is 128 (mod 256) bytes long."""
+    from safetensors.torch import save_file
+
+    from nanogpt_core.io.checkpoint import _looks_like_pickle
+
+    for pad in range(300):  # metadata of growing length until the header's low byte is 0x80
+        path = tmp_path / "w.safetensors"
+        save_file({"w": torch.zeros(2)}, str(path), metadata={"pad": "x" * pad})
+        if path.read_bytes()[0] == 0x80:
+            break
+    assert path.read_bytes()[0] == 0x80
+    assert not _looks_like_pickle(path)
+    torch.save({"w": torch.zeros(2)}, tmp_path / "m.pt", _use_new_zipfile_serialization=False)
+    assert _looks_like_pickle(tmp_path / "m.pt")

@@ -53,7 +53,7 @@ def test_reference_matches_itself_in_bf16_with_the_bf16_tolerance_stated():
 
 def test_a_correct_reimplementation_written_differently_passes(alt):
     results = run_checks(alt)
-    provided = {"norm", "rotary", "attention", "mlp", "generate"}
+    provided = {"norm", "rotary", "attention", "mlp", "gpt", "generate"}
     assert not failed(results), [(r.component, r.name, r.detail) for r in failed(results)]
     assert {r.component for r in results if r.passed} == provided
     assert all(r.diagnosis == "not provided" for r in results if r.component not in provided)

@@ -12,7 +12,6 @@ import torch
 from click.testing import CliRunner
 from plugins.wrong_impls import BUGS
 
-import nanogpt_core.model.assembly as core_model
 from nanogpt_cli.main import cli
 from nanogpt_core.compare import compare, default_compare_config
 from nanogpt_core.compare.curves import (
@@ -63,7 +62,7 @@ def test_reference_compared_with_itself_passes_exactly():
 def test_a_correct_reimplementation_written_differently_passes(alt):
     report = compare(alt, steps=10, data="synthetic", device="cpu")
     assert report.passed, report.failed
-    assert {v.component for v in report.components} == {"norm", "rotary", "attention", "mlp", "generate"}
+    assert {v.component for v in report.components} == {"norm", "rotary", "attention", "mlp", "gpt", "generate"}
     t = report.training
     assert 0 < t.max_abs_diff < t.tolerance  # einsum vs fused attention: rounding-level differences only
     assert t.candidate.shared_weights
@@ -90,14 +89,17 @@ def test_each_bug_fails_with_its_diagnosis(bugs, impl_set):
     assert report.exit_code == 1 and component in report.failed
 
 
-def test_missing_softcap_is_caught_by_the_logit_range_probe(monkeypatch, alt):
-    """The softcap lives in the core's GPT.forward, not in a component; an edit that drops it is still caught."""
-    monkeypatch.setattr(core_model, "LOGIT_SOFTCAP", 1e6)  # tanh(z / 1e6) * 1e6 == z: no cap
-    report = compare(f"{alt}:mlp", steps=0, device="cpu")
+def test_unbounded_logits_are_caught_by_the_softcap_probe_even_in_design_mode(gpt_bugs):
+    """In design mode the cap's value is not pinned (Gemma's 30 is a design), but logits that nothing bounds are
+    still caught, by the probe of the assembled model."""
+    report = compare("bug-gpt-no-softcap:gpt", steps=0, device="cpu", mode="design")
+    assert "softcap" not in {r.name for r in report.verdict("gpt").checks}  # the gpt's own check: skipped
     probe = next(p for p in report.probes if p.name == "softcap")
     assert probe.passed is False and probe.diagnosis == "missing softcap"
     assert probe.numbers["max_abs_logit"] > 100
     assert "probe:softcap" in report.failed and report.exit_code == 1
+    report = compare("bug-gpt-softcap-30:gpt", steps=0, device="cpu", mode="design")
+    assert next(p for p in report.probes if p.name == "softcap").passed
 
 
 def test_a_bug_that_only_shows_in_training_fails_the_training_verdict(bugs):

@@ -282,7 +282,7 @@ def test_correct_reimplementations_export(tmp_path, small, alt):
     config, tok = small
     ckpt = random_checkpoint(tmp_path / "run", config, tok, use=ALT_SET)
     _, found = export_hf(ckpt, tmp_path / "hf")
-    assert set(found.by_component) == {"norm", "rotary", "attention", "mlp"}
+    assert set(found.by_component) == {"norm", "rotary", "attention", "mlp", "gpt"}
     assert found.candidate <= found.candidate_limit
 
 

@@ -51,11 +51,15 @@ def call_method(impl_set: str, component: str, method: str) -> None:
         else:
             impl(model)
     elif method == "__init__":
-        args = {"norm": (cfg.n_embd,), "mlp": (cfg,), "attention": (cfg, 0), "block": (cfg, 0)}[component]
+        args = {"norm": (cfg.n_embd,), "mlp": (cfg,), "attention": (cfg, 0), "block": (cfg, 0), "gpt": (cfg,)}
         kwargs = {"attention": {"norm": REFERENCE_PARTS["norm"], "rotary": REFERENCE_PARTS["rotary"]},
                   "block": {"attn": model.transformer.h[0].attn, "mlp": model.transformer.h[0].mlp,
-                            "norm": REFERENCE_PARTS["norm"]}}.get(component, {})
-        impl(*args, **kwargs)
+                            "norm": REFERENCE_PARTS["norm"]},
+                  "gpt": {"make_block": lambda i: model.transformer.h[i], "norm": REFERENCE_PARTS["norm"]}}
+        impl(*args[component], **kwargs.get(component, {}))
+    elif component == "gpt":  # forward takes token ids, estimate_flops nothing
+        args = {"forward": (torch.zeros(1, 4, dtype=torch.long),), "estimate_flops": ()}[method]
+        getattr(impl, method)(torch.nn.Module(), *args)
     else:  # forward of a module whose __init__ may itself be a TODO: call the function on a bare instance
         module = torch.nn.Module()
         getattr(impl, method)(module, *([torch.randn(1, 4, cfg.n_embd)] + ([None, None] if component in
@@ -87,6 +91,8 @@ def method_phase(component: str, method: str) -> str:
         return "construction"
     if method in ("forward", "apply"):
         return "forward"
+    if method == "estimate_flops":  # the seed lists GPT.estimate_flops in its optimization phase
+        return "optimizer"
     return BY_NAME[component].phase
 
 

@@ -62,11 +62,12 @@ def report(workspace):
 
 def test_components_come_in_the_order_a_run_meets_them(report):
     assert [s.component for s in report.components] == list(COMPONENT_ORDER)
-    assert COMPONENT_ORDER[:5] == ("rotary", "attention", "mlp", "block", "init")
+    assert COMPONENT_ORDER[:6] == ("gpt", "attention", "mlp", "block", "rotary", "init")
 
 
 def test_each_state(report):
     by = {s.component: s for s in report.components}
+    assert by["gpt"].state == "not started" and by["gpt"].method == "__init__"
     assert by["rotary"].state == "not started" and by["rotary"].method == "precompute"
     assert by["attention"].state == "not started"
     assert by["attention"].message.startswith("TODO: Implement attention.__init__")
@@ -80,10 +81,10 @@ def test_each_state(report):
 
 def test_next_step_is_what_a_run_with_the_whole_set_stops_at(report):
     nxt = report.next
-    assert (nxt.component, nxt.method) == ("rotary", "precompute")
-    assert nxt.message.startswith("TODO: Implement rotary.precompute")
-    assert nxt.command.startswith("nanogpt train --use ws:rotary --depth=4 --max_seq_len=512")
-    assert nxt.check_command == "nanogpt check ws:rotary"
+    assert (nxt.component, nxt.method) == ("gpt", "__init__")  # the model's top level: the first thing built
+    assert nxt.message.startswith("TODO: Implement gpt.__init__")
+    assert nxt.command.startswith("nanogpt train --use ws:gpt --depth=4 --max_seq_len=512")
+    assert nxt.check_command == "nanogpt check ws:gpt"
 
 
 def test_a_component_that_runs_but_breaks_the_contract_is_only_implemented(tmp_path):
@@ -101,7 +102,7 @@ def test_without_checks_a_running_set_is_implemented_and_points_to_check():
     report = learner_status("reference", with_checks=False)
     assert {s.state for s in report.components} == {"implemented"}
     # nothing raises; without the checks no component counts as done, so the next step is to check the first
-    assert report.next.component == "rotary" and report.next.command == "nanogpt check reference:rotary"
+    assert report.next.component == "gpt" and report.next.command == "nanogpt check reference:gpt"
 
 
 def test_cli_status_json_and_table(workspace):
@@ -110,11 +111,11 @@ def test_cli_status_json_and_table(workspace):
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert [c["component"] for c in data["components"]] == list(COMPONENT_ORDER)
-    assert data["next"]["component"] == "rotary"
+    assert data["next"]["component"] == "gpt"
     table = CliRunner().invoke(cli, ["status", "--use", impl_set, "--no-checks"])
     assert table.exit_code == 0
-    assert "Next: TODO: Implement rotary.precompute" in table.output
-    assert "nanogpt train --use ws:rotary" in table.output
+    assert "Next: TODO: Implement gpt.__init__" in table.output
+    assert "nanogpt train --use ws:gpt" in table.output
 
 
 def test_cli_status_unknown_set():

@@ -25,7 +25,8 @@ from nanogpt_core.model.registry import register_plugin, unregister_plugin
 
 REFERENCE_PARTS = {
     "norm": ref.RMSNorm, "rotary": ref.Rotary, "attention": ref.CausalSelfAttention, "mlp": ref.MLP,
-    "block": ref.Block, "init": ref.init_weights, "optimizer": ref.setup_optimizers, "generate": ref.generate,
+    "block": ref.Block, "gpt": ref.GPT, "init": ref.init_weights, "optimizer": ref.setup_optimizers,
+    "generate": ref.generate,
 }
 assert set(REFERENCE_PARTS) == set(COMPONENT_NAMES)
 

@@ -26,7 +26,7 @@ from nanogpt_core.model.hookspecs import hookimpl
 from nanogpt_core.model.registry import load_plugins, pm, register_plugin, registrations, unregister_plugin
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1] / "examples" / "nanogpt-variants"
-VARIANT_SETS = {"swiglu": "mlp", "gelu": "mlp", "layernorm": "norm", "window": "attention"}
+VARIANT_SETS = {"swiglu": "mlp", "gelu": "mlp", "layernorm": "norm", "window": "attention", "tied": "gpt"}
 
 
 def import_variants():
@@ -192,3 +192,37 @@ def test_layernorm_variant_trains_checkpoints_and_loads(variants_plugin, tiny_co
     # a weightless norm cannot silently drop them
     with pytest.raises(CheckpointError, match="unexpected"):
         load_model(result.run_dir, use="reference", device="cpu")
+
+
+def test_tied_variant_replaces_the_top_level_and_checkpoints_its_one_matrix(variants_plugin, tiny_corpus,  # noqa: F811
+                                                                            tiny_tokenizer, tmp_path):  # noqa: F811
+    """A plugin's own top level, end to end: it trains through the loop, its shared matrix is saved under both names
+    (safetensors refuses one tensor under two names; the writer gives each its own copy), and it loads back tied,
+    with the logits and the samples it had before the save."""
+    from nanogpt_core import GPTConfig, build_model
+    from nanogpt_core.data.tokenizer import Tokenizer
+    from nanogpt_core.io.checkpoint import save_checkpoint
+    from nanogpt_core.train.loop import train
+
+    result = train(tiny_settings(tiny_corpus, tiny_tokenizer, tmp_path / "run", use="tied", num_iterations=6),
+                   stream=open(tmp_path / "log.txt", "w"), progress_bar=False)  # noqa: SIM115
+    assert result.losses[-1] < result.losses[0]
+    loaded, _, meta = load_model(result.run_dir, device="cpu")
+    assert [meta["use"][c] for c in ("gpt", "init", "optimizer")] == ["tied", "tied", "reference"]
+    assert loaded.lm_head.weight is loaded.transformer.wte.weight
+
+    tokenizer = Tokenizer.load(tiny_tokenizer)
+    model = build_model(GPTConfig(sequence_len=32, vocab_size=tokenizer.vocab_size, n_layer=1, n_head=2, n_kv_head=1,
+                                  n_embd=32), use="tied")
+    model.init_weights()
+    with torch.no_grad():
+        model.transformer.wte.weight.normal_(0, 0.5)  # logits far from uniform, so samples vary
+    save_checkpoint(tmp_path / "saved", 1, model, model.setup_optimizers(), tokenizer)
+    again, _, _ = load_model(tmp_path / "saved", device="cpu")
+    model.eval()
+    assert again.lm_head.weight is again.transformer.wte.weight
+    idx = torch.randint(0, tokenizer.vocab_size, (1, 20))
+    assert torch.equal(again(idx), model(idx))
+    for temperature, seed in ((0.0, 0), (1.0, 4)):
+        assert list(again.generate([1, 2, 3], 16, temperature=temperature, seed=seed)) == \
+            list(model.generate([1, 2, 3], 16, temperature=temperature, seed=seed))

@@ -88,8 +88,9 @@ def setup_optimizers(
     """nanochat's two optimizers. Parameters nanochat does not have (1-D weights of a norm variant, biases) go to
     AdamW at the head's learning rate: Muon is defined for matrices only."""
     matrix_params = [p for p in model.transformer.h.parameters() if p.ndim == 2]
-    embedding_params = list(model.transformer.wte.parameters())
     lm_head_params = list(model.lm_head.parameters())
+    # a head tied to the embedding (a top level may tie them) is one matrix: trained once, as the head
+    embedding_params = [p for p in model.transformer.wte.parameters() if all(p is not q for q in lm_head_params)]
     taken = {id(p) for p in matrix_params + embedding_params + lm_head_params}
     other_params = [p for p in model.parameters() if id(p) not in taken]
 

@@ -16,5 +16,5 @@ from nanogpt_core.model.registry import STUDENT_SET
 
 @hookimpl
 def register_components(register):
-    for component in COMPONENT_NAMES:  # norm, rotary, attention, mlp, block, init, optimizer, generate
+    for component in COMPONENT_NAMES:  # norm, rotary, attention, mlp, block, gpt, init, optimizer, generate
         register(STUDENT_SET, component, import_component(f"{__name__}.{component}", component))

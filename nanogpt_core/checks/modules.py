@@ -64,13 +64,17 @@ def gradient_check(name: str, module: nn.Module, inputs: list[torch.Tensor], out
                   numbers)
 
 
-def param_shape_check(b: Bench) -> CheckResult:
-    cand, ref = b.build(), b.build(impl_set=REFERENCE)
-    diff = key_diff(cand, ref)
-    numbers = {"keys": sorted(cand.state_dict())}
+def state_dict_check(candidate: nn.Module, reference: nn.Module) -> CheckResult:
+    """The candidate's state-dict keys and shapes against the reference's: the names checkpoints depend on."""
+    diff = key_diff(candidate, reference)
+    numbers = {"keys": sorted(candidate.state_dict())}
     if diff:
         return result("parameters", False, diff, numbers, "state-dict keys or shapes differ from the contract")
     return result("parameters", True, f"{len(numbers['keys'])} state-dict entries as the contract says", numbers)
+
+
+def param_shape_check(b: Bench) -> CheckResult:
+    return state_dict_check(b.build(), b.build(impl_set=REFERENCE))
 
 
 # --- norm -----------------------------------------------------------------------------------------------------------

@@ -70,7 +70,25 @@ DIAGNOSES: dict[str, str] = {
     "temperature ignored": "divide the logits by the temperature before the softmax.",
     "top_k ignored": "keep only the top_k logits (torch.topk) before sampling.",
     "generate yields wrong tokens": "yield one int per step, max_tokens of them, each in [0, vocab_size).",
-    "missing softcap": "the logits must be softcapped: 15 * tanh(logits / 15) (in the core's GPT.forward).",
+    "missing softcap": "the logits must be softcapped: 15 * tanh(logits / 15), on lm_head's output (gpt.forward).",
+    # the gpt component (the model's top level)
+    "wrong softcap value": "the contract's softcap is 15: logits = 15 * tanh(logits / 15), the same number inside "
+    "and outside the tanh.",
+    "logits of the wrong shape": "return the logits as (B, T, vocab_size), one row per position; flatten only the "
+    "copy handed to the cross-entropy.",
+    "embedding norm missing": "normalise the embedding before the first block: x = emb_norm(wte(idx)).",
+    "final norm missing": "normalise the last block's output before the head: logits = lm_head(final_norm(x)).",
+    "embedding and head tied": "the reference keeps two matrices: create lm_head = nn.Linear(n_embd, vocab_size, "
+    "bias=False) of its own instead of reusing transformer.wte.weight (tying is a design: compare --design).",
+    "loss differs from the cross-entropy of the logits": "compute the loss from the logits you return (after the "
+    "softcap): F.cross_entropy(logits.view(-1, vocab), targets.view(-1)).",
+    "targets -1 not ignored": "pass ignore_index=-1 to F.cross_entropy: -1 marks positions without a target.",
+    "loss_reduction ignored": "pass reduction=loss_reduction to F.cross_entropy; bits per byte asks for 'none' (one "
+    "loss per token).",
+    "loss not in fp32": "cast the logits to fp32 before the cross-entropy (logits.float()), so a bf16 model's loss "
+    "keeps its digits.",
+    "estimate_flops off": "6 * (parameters - the embedding's) + 12 * n_layer * n_head * head_dim * sequence_len; the "
+    "detail names the term that is off when it is one of these.",
     "output differs from reference": "the outputs differ with identical weights and inputs; the first mismatching "
     "positions are in the detail.",
     "gradients differ from reference": "the forward matches but the backward does not: look for a detach or an "

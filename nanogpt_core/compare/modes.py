@@ -56,6 +56,13 @@ PINNED_CHECKS: dict[str, dict[str, str]] = {
     "block": {
         "pre-norm": "where the norm sits (pre, post, sandwich) is a design choice",
     },
+    "gpt": {
+        "parameters": "a top-level design may add parameters (value embeddings, per-layer scalars)",
+        "softcap": "the cap's value is a design choice; the softcap probe still asks that logits stay bounded",
+        "embedding normalised": "a norm after the embedding is nanochat's choice, not a contract of the top level",
+        "final norm before the head": "a norm before the head is nanochat's choice, not a contract of the top level",
+        "embedding and head apart": "tied embeddings are a design of their own",
+    },
     "init": {
         "init std": "another init scheme draws other stds",
         "zeroed output projections": "another init scheme need not zero c_proj and lm_head",

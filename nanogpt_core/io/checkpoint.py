@@ -140,9 +140,14 @@ def run_dir_of(checkpoint_dir: Path) -> Path:
 
 
 def _looks_like_pickle(path: Path) -> bool:
+    """torch.save's zip, or a bare pickle (0x80, then the protocol). A safetensors file starts with its header's
+    length (8 bytes, little-endian) and then the JSON header's '{': a length whose low byte is 0x80 is no pickle."""
     with open(path, "rb") as f:
-        head = f.read(4)
-    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"  # torch.save's zip, or a bare pickle
+        head = f.read(9)
+    if head[8:9] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size:
+        return False
+    return head.startswith(b"PK\x03\x04") or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04",
+                                                                                     b"\x05"))
 
 
 # --- saving ----------------------------------------------------------------------------------------------------
@@ -204,7 +209,7 @@ def _write_checkpoint_files(
         "step": str(step),
         "tokenizer_fingerprint": fingerprint,
     }
-    weights = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    weights = _one_storage_each({k: v.detach().contiguous() for k, v in model.state_dict().items()})
     _save_safetensors(weights, folder / MODEL_FILE, model_meta)
     files = {MODEL_FILE: sha256_file(folder / MODEL_FILE)}
     if optimizers is not None:
@@ -221,6 +226,19 @@ def _write_checkpoint_files(
     state = {**state, "format_version": FORMAT_VERSION, "step": step, "tokenizer_fingerprint": fingerprint,
              "files": files}
     write_json_atomic(folder / STATE_FILE, state, indent=1)
+
+
+def _one_storage_each(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A copy for every name after the first of a shared tensor (tied embeddings: `transformer.wte.weight` and
+    `lm_head.weight` are one parameter). safetensors refuses shared memory; loading writes both names back into the
+    one parameter, so the tie survives the round trip."""
+    seen: set[int] = set()
+    out = {}
+    for name, tensor in tensors.items():
+        storage = tensor.untyped_storage().data_ptr()
+        out[name] = tensor.clone() if storage in seen else tensor
+        seen.add(storage)
+    return out
 
 
 def _save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:

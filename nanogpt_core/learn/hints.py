@@ -168,6 +168,34 @@ HINTS: dict[tuple[str, str], Hint] = {
                "s = (n_embd / 768) ** -0.5 (s ≈ 1.73 at n_embd = 256); anything else (a 1-D norm weight, a bias) "
                "goes to AdamW too. Return a list of the two optimizers.",
     ),
+    ("gpt", "__init__"): Hint(
+        idea="The top level owns what every GPT of this family shares: the embedding that turns ids into vectors, "
+             "the stack of blocks (ready-made by make_block(i) from what --use chose), a norm before the head, and "
+             "the head that reads one logit per vocabulary entry.",
+        api="nn.Embedding(num_embeddings, embedding_dim); nn.ModuleDict({...}) and nn.ModuleList([...]) so the "
+            "parts are registered under nanochat's checkpoint names; norm(size); nn.Linear(in, out, bias=False).",
+        shapes="wte weight (vocab, C); h: n_layer blocks, each (B, T, C) -> (B, T, C); emb_norm, final_norm over "
+               "C; lm_head weight (vocab, C), its own matrix, not wte's.",
+    ),
+    ("gpt", "forward"): Hint(
+        idea="Ids in, one prediction per position out: embed, normalise, run every block over the residual stream, "
+             "normalise, read out logits, cap them smoothly so none runs away, and with targets score them. With a "
+             "KV cache this call's positions start where the cache ends, so the rotary table is sliced from there.",
+        api="kv_cache.get_pos(); self.rotary_cos_sin(T0, T); a for loop over self.transformer.h; torch.tanh; "
+            ".float() before the loss; torch.nn.functional.cross_entropy(input, target, ignore_index=-1, "
+            "reduction=...).",
+        shapes="idx (B, T) int64 -> (B, T, C) through every block -> lm_head (B, T, vocab), the softcap keeps it; "
+               "for the loss flatten to (B*T, vocab) and (B*T,); 'mean' gives (), 'none' gives (B*T,).",
+    ),
+    ("gpt", "estimate_flops"): Hint(
+        idea="The MFU in the training log needs the FLOPs one training token costs: 2 per weight it meets going "
+             "forward, 4 going back; the embedding is a lookup, not a matmul; attention adds work that grows with "
+             "the context.",
+        api="p.numel() over self.parameters(); self.transformer.wte.weight.numel(); self.config's n_layer, n_head, "
+            "head_dim, sequence_len; return an int.",
+        shapes="N = all parameters minus vocab*C -> 6*N per token; attention per layer and head: scores and "
+               "weighted sum, 2*D*T each forward, x3 with backward -> 12*n_layer*n_head*D*T.",
+    ),
     ("generate", "generate"): Hint(
         idea="Generation runs the model in a loop: read the logits of the last position, choose the next token, "
              "feed it back, repeat. Temperature divides the logits (0 means always the most likely token), top-k "

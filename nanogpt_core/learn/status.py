@@ -10,9 +10,9 @@ States, from least to most done:
     matches reference  and its outputs/gradients equal the reference's on the same weights (`nanogpt compare`)
 
 The smoke run is what `nanogpt train` does, on a tiny model: build (construction), `init_weights`, one forward and
-backward, optimizer setup and step, three generated tokens — in the seed's order. Each component is smoked alone,
-the others reference, so one unfinished piece never hides the state of another. The next thing to do is what a run
-with the whole set would stop at first, which is exactly what `nanogpt train --use <set>` would show.
+backward, optimizer setup and step, `estimate_flops`, three generated tokens — in the seed's order. Each component is
+smoked alone, the others reference, so one unfinished piece never hides the state of another. The next thing to do is
+what a run with the whole set would stop at first, which is exactly what `nanogpt train --use <set>` would show.
 """
 
 from __future__ import annotations
@@ -41,17 +41,20 @@ QUICK_TRAIN_FLAGS = ("--depth=4 --max_seq_len=512 --device_batch_size=1 --eval_t
 # The order a run from pristine skeletons meets each TODO (component, method); tests/test_learner_skeletons.py
 # rebuilds it by running the skeletons, so this list cannot drift from what a learner sees.
 LEARNING_PATH: tuple[tuple[str, str], ...] = (
-    ("rotary", "precompute"),  # construction
+    ("gpt", "__init__"),  # construction: the model's top level asks for each layer
     ("attention", "__init__"),
     ("mlp", "__init__"),
     ("block", "__init__"),
+    ("rotary", "precompute"),  # the core's rotary table, once the model is built
     ("init", "init_weights"),  # weight init
-    ("norm", "forward"),  # forward
+    ("gpt", "forward"),  # forward: the model's own forward runs first, then each part it calls
+    ("norm", "forward"),
     ("block", "forward"),
     ("attention", "forward"),
     ("rotary", "apply"),
     ("mlp", "forward"),
     ("optimizer", "setup_optimizers"),  # optimizer
+    ("gpt", "estimate_flops"),  # the seed's "FLOPs estimation (optional)", for the MFU the training log prints
     ("generate", "generate"),  # generate
 )
 COMPONENT_ORDER: tuple[str, ...] = tuple(dict.fromkeys(c for c, _ in LEARNING_PATH))
@@ -82,6 +85,9 @@ def smoke_run(use: str | dict[str, str] | None, config: GPTConfig | None = None,
         for opt in optimizers:
             opt.step()
             opt.zero_grad(set_to_none=True)
+        flops = model.estimate_flops()  # training asks for it before its first step, for the MFU
+        if not isinstance(flops, int | float) or flops <= 0:
+            raise ValueError(f"estimate_flops() returned {flops!r}; expected a positive number of FLOPs per token")
         tokens = list(model.generate([1, 2, 3], 3, temperature=0.0))  # generate
         if len(tokens) != 3 or not all(isinstance(t, int) for t in tokens):
             raise ValueError(f"generate yielded {tokens!r}; expected 3 ints")

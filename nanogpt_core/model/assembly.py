@@ -1,12 +1,19 @@
 """The GPT assembly: one implementation per component, each handed the parts it uses.
 
-What is *not* a component lives here, because it is the same in every GPT of this family: the token embedding,
-the head, the logit softcap and the loss. Everything else is looked up in the registry and injected:
+The model's top level is a component too, `gpt` (the token embedding, the blocks, the final norm, the head, the logit
+softcap and the loss). What the core keeps is what is the same whichever top level builds the model:
 
-    norm       -> every normalisation: after the embedding, in each block, QK-norm inside attention, before the head
-    rotary     -> the cos/sin table built here, and the rotation attention applies to q and k
-    attention, mlp -> built per layer and handed to `block`
+    norm       -> every normalisation: handed to gpt (after the embedding, before the head), to each block, and
+                  to attention (QK-norm)
+    attention, mlp, block -> one layer: `make_block(i)` builds layer i's attention and MLP and hands them to the
+                  block; the gpt calls it once per layer
+    rotary     -> the cos/sin table, registered on the model as buffers `cos` and `sin` (`rotary_cos_sin` slices it),
+                  and the rotation attention applies to q and k
     init, optimizer, generate -> called with the assembled model
+    the KV cache, the checks that every tensor is registered, and `--debug` tracing
+
+The model's class is the gpt component's class with `GPT` (those facilities) mixed in behind it, so `build_model`
+returns the component's own module, with its own `forward`, and `isinstance(model, GPT)` holds for every model.
 
 The module tree and state-dict keys are nanochat's (`transformer.wte.weight`, `transformer.h.0.attn.c_q.weight`, ...,
 `lm_head.weight`), so checkpoints move between the two.
@@ -14,6 +21,7 @@ The module tree and state-dict keys are nanochat's (`transformer.wte.weight`, `t
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
@@ -21,85 +29,48 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from nanogpt_core.errors import ComponentError, ConfigError
 from nanogpt_core.model.config import GPTConfig
-from nanogpt_core.model.contracts import BY_NAME, COMPONENT_NAMES
+from nanogpt_core.model.contracts import (
+    BY_NAME,
+    COMPONENT_NAMES,
+    LOGIT_SOFTCAP,  # noqa: F401  (re-exported: older callers import it here)
+)
 from nanogpt_core.model.kv_cache import KVCache
 from nanogpt_core.model.registry import get_implementation
 from nanogpt_core.model.trace import print_config_banner, trace_construction
 from nanogpt_core.model.use_spec import UseSpec, format_use, resolve_use
 
-LOGIT_SOFTCAP = 15.0  # logits = 15 * tanh(z / 15): bounded, so no single logit can run away early in training
 ROTARY_TABLE_FACTOR = 10  # the cos/sin table covers 10x the training context, as nanochat's does
 ROTARY_BASE = 10000
+# What the init, optimizer and generate components and the core reach for by name on every model.
+REQUIRED_MODULES = ("transformer.wte", "transformer.h", "lm_head")
+# Set on the model by the core after the gpt's __init__; a gpt class must not define them itself.
+CORE_ATTRIBUTES = ("use", "parts", "rotary", "rotary_seq_len", "cos", "sin")
 
 
 class GPT(nn.Module):
-    def __init__(self, config: GPTConfig, use: dict[str, str], parts: dict[str, Any]) -> None:
-        super().__init__()
-        config.validate()
-        self.config = config
-        self.use = dict(use)  # {component: impl_set}, recorded in checkpoints
-        self.parts = dict(parts)  # {component: implementation}
-        Norm, rotary = parts["norm"], parts["rotary"]
-        Attention, MLP, Block = parts["attention"], parts["mlp"], parts["block"]
-        self.rotary = rotary
+    """What the core adds to every model, whichever `gpt` component is its top level.
 
-        # Construction follows the order a learner meets the components in: norm, rotary, then each layer's
-        # attention and MLP, which the block receives ready-made.
-        self.emb_norm = Norm(config.n_embd)
-        self.rotary_seq_len = config.sequence_len * ROTARY_TABLE_FACTOR
-        cos, sin = rotary.precompute(self.rotary_seq_len, config.head_dim, base=ROTARY_BASE, device=_current_device())
-        # non-persistent: derived from the config, so never stored in a checkpoint
-        self.register_buffer("cos", cos, persistent=False)
-        self.register_buffer("sin", sin, persistent=False)
-        blocks = []
-        for layer_idx in range(config.n_layer):
-            attn = Attention(config, layer_idx, norm=Norm, rotary=rotary)
-            mlp = MLP(config)
-            blocks.append(Block(config, layer_idx, attn=attn, mlp=mlp, norm=Norm))
-        self.transformer = nn.ModuleDict(
-            {"wte": nn.Embedding(config.vocab_size, config.n_embd), "h": nn.ModuleList(blocks)}
-        )
-        self.final_norm = Norm(config.n_embd)
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+    Never instantiated on its own: `build_model` makes the model's class from the gpt component's class with this one
+    mixed in behind it (`assembled_class`), sets `config`, `use` and `parts`, and registers the rotary table.
+    """
 
-    # --- the parts every GPT of this family shares -------------------------------------------------------------
+    config: GPTConfig
+    use: dict[str, str]  # {component: impl_set}, recorded in checkpoints
+    parts: dict[str, Any]  # {component: implementation}
 
-    def forward(
-        self,
-        idx: torch.Tensor,
-        targets: torch.Tensor | None = None,
-        kv_cache: KVCache | None = None,
-        loss_reduction: str = "mean",
-    ) -> torch.Tensor:
-        """idx (B, T) token ids -> logits (B, T, vocab) softcapped; with targets (B, T) -> the cross-entropy loss.
+    # --- what the gpt's forward uses ------------------------------------------------------------------------------
 
-        Targets equal to -1 are ignored. `loss_reduction="none"` gives per-token losses (B*T,) for bits-per-byte.
-        """
-        B, T = idx.shape
-        T0 = 0 if kv_cache is None else kv_cache.get_pos()
+    def rotary_cos_sin(self, T0: int, T: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rotary table for positions T0 .. T0 + T - 1, each (1, T, 1, head_dim / 2): what every block receives."""
         if T0 + T > self.cos.size(1):
             raise ConfigError(
                 f"positions {T0}..{T0 + T - 1} exceed the rotary table of {self.cos.size(1)} positions "
                 f"(10 x sequence_len); use a shorter input or a larger sequence_len."
             )
-        cos_sin = self.cos[:, T0 : T0 + T], self.sin[:, T0 : T0 + T]
-        x = self.transformer.wte(idx)
-        x = self.emb_norm(x)
-        for block in self.transformer.h:
-            x = block(x, cos_sin, kv_cache)
-        x = self.final_norm(x)
-        logits = self.lm_head(x)
-        logits = LOGIT_SOFTCAP * torch.tanh(logits / LOGIT_SOFTCAP)
-        if targets is None:
-            return logits
-        logits = logits.float()  # the loss in fp32 even under bf16 autocast
-        return F.cross_entropy(
-            logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1, reduction=loss_reduction
-        )
+        return self.cos[:, T0 : T0 + T], self.sin[:, T0 : T0 + T]
 
     # --- components called with the whole model ---------------------------------------------------------------
 
@@ -131,15 +102,20 @@ class GPT(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def estimate_flops(self) -> int:
-        """Training FLOPs per token, nanochat's formula: 6 per non-embedding parameter plus attention's 12*L*H*D*T."""
-        c = self.config
-        nparams_embedding = self.transformer.wte.weight.numel()
-        return 6 * (self.num_params() - nparams_embedding) + 12 * c.n_layer * c.n_head * c.head_dim * c.sequence_len
-
     @property
     def use_spec(self) -> str:
         return format_use(self.use)
+
+
+CORE_MEMBERS = tuple(name for name in vars(GPT) if not name.startswith("_")) + CORE_ATTRIBUTES
+
+
+@functools.cache
+def assembled_class(top: type) -> type:
+    """The class of a model whose top level is `top` (a gpt component): `top` first, so its `__init__`, `forward` and
+    `estimate_flops` are the model's, then `GPT` with the core's facilities. One class per component class."""
+    return type(top.__name__, (top, GPT), {"__doc__": top.__doc__, "__module__": top.__module__,
+                                           "__qualname__": top.__qualname__})
 
 
 def _current_device() -> torch.device:
@@ -156,14 +132,50 @@ def build_model(
 
     `trace` (a `--debug` mode: "flow", "stats", "inside", ...) prints the seed's config banner and one line per
     component constructed, `trace_layer` (`--debug-layer`) only layer N's (see `nanogpt_core.model.trace`)."""
+    config.validate()
     chosen = resolve_use(use)
     parts = {component: get_implementation(chosen[component], component) for component in COMPONENT_NAMES}
     if trace:
         print_config_banner(config)
     place = torch.device(device) if device is not None else nullcontext()
     with trace_construction(parts, chosen, trace, layer=trace_layer), place:
-        model = GPT(config, chosen, parts)
+        model = _construct(config, chosen, parts)
     check_tensors_registered(model)
+    return model
+
+
+def _construct(config: GPTConfig, use: dict[str, str], parts: dict[str, Any]) -> GPT:
+    """The gpt's __init__ first (it asks for each layer, in the order a learner meets them), then the rotary table."""
+    Norm, rotary = parts["norm"], parts["rotary"]
+    Attention, MLP, Block = parts["attention"], parts["mlp"], parts["block"]
+
+    def make_block(layer_idx: int) -> nn.Module:
+        """Layer `layer_idx`: its attention and MLP, built with the model's norm and rotary, handed to the block."""
+        attn = Attention(config, layer_idx, norm=Norm, rotary=rotary)
+        return Block(config, layer_idx, attn=attn, mlp=MLP(config), norm=Norm)
+
+    top = parts["gpt"]
+    where = f"gpt ({use['gpt']})"
+    if not (isinstance(top, type) and issubclass(top, nn.Module)):
+        raise ComponentError(f"{where} is {top!r}, not an nn.Module class; register the class itself (contract: "
+                             f"{BY_NAME['gpt'].signature}).")
+    defined = [name for klass in top.__mro__ if not issubclass(GPT, klass) for name in vars(klass)
+               if name in CORE_MEMBERS]
+    if defined:
+        raise ComponentError(f"{where} defines {defined[0]}, which the core provides on every model; remove it from "
+                             f"the class (weight init, optimizers and sampling are components of their own).")
+    model = assembled_class(top)(config, make_block=make_block, norm=Norm)
+    taken = [name for name in CORE_ATTRIBUTES if name in vars(model) or name in model._modules
+             or name in model._parameters or name in model._buffers]
+    if taken:
+        raise ComponentError(f"{where} sets self.{taken[0]}, a name the core uses on every model; rename it.")
+    model.config, model.use, model.parts, model.rotary = config, dict(use), dict(parts), rotary
+    check_top_level(model)
+    model.rotary_seq_len = config.sequence_len * ROTARY_TABLE_FACTOR
+    cos, sin = rotary.precompute(model.rotary_seq_len, config.head_dim, base=ROTARY_BASE, device=_current_device())
+    # non-persistent: derived from the config, so never stored in a checkpoint
+    model.register_buffer("cos", cos, persistent=False)
+    model.register_buffer("sin", sin, persistent=False)
     return model
 
 
@@ -176,11 +188,30 @@ def _owner(model: GPT, module_name: str) -> str:
     parts = module_name.split(".") if module_name else []
     for cut in range(len(parts), -1, -1):
         module = modules[".".join(parts[:cut])]
-        for component in ("attention", "mlp", "block", "norm"):
+        for component in ("attention", "mlp", "block", "norm", "gpt"):
             impl = model.parts[component]
             if isinstance(impl, type) and isinstance(module, impl):
                 return f"{component} ({model.use[component]})"
     return "the model"
+
+
+def check_top_level(model: GPT) -> None:
+    """Refuse a top level without the modules the other components reach for by name, or with the wrong depth.
+
+    The init and optimizer components find the blocks in `transformer.h`, the embedding in `transformer.wte` and the
+    head in `lm_head`; without one of them the first error would come from inside their code, far from the cause.
+    """
+    where = f"gpt ({model.use['gpt']})"
+    modules = dict(model.named_modules())
+    missing = [name for name in REQUIRED_MODULES if name not in modules]
+    if missing:
+        expected = re.search(r"Modules (.*?)\.?$", BY_NAME["gpt"].shapes)
+        raise ComponentError(f"{where} builds no self.{missing[0]}, which the other components use; create it in "
+                             f"__init__ (the contract's modules: {expected.group(1) if expected else '?'}).")
+    layers = len(modules["transformer.h"])
+    if layers != model.config.n_layer:
+        raise ComponentError(f"{where} holds {layers} blocks in transformer.h but n_layer is {model.config.n_layer}; "
+                             f"build them with [make_block(i) for i in range(config.n_layer)].")
 
 
 def check_tensors_registered(model: GPT) -> None:

@@ -6,7 +6,8 @@ the contract checks, the student skeletons' messages and the `--debug` trace all
 written down once.
 
 Adding a component is a few lines: append a `Component(...)` to `COMPONENTS` and call it from the assembly
-(`nanogpt_core.model.assembly`).
+(`nanogpt_core.model.assembly`). The top level is a component too (`gpt`): the core builds each layer for it and
+mixes its own facilities (rotary table, KV cache, init/optimizer/generate calls) into the class.
 
 Shapes use B = batch, T = tokens in this call, C = n_embd, H = n_head, Hkv = n_kv_head, D = head_dim = C // H.
 """
@@ -113,6 +114,28 @@ COMPONENTS: tuple[Component, ...] = (
         injected=("attention", "mlp", "norm"),
     ),
     Component(
+        name="gpt",
+        phase="construction",
+        kind="module",
+        summary="The model's top level: token embedding, the blocks, final norm, head with logit softcap, the loss.",
+        signature="GPT(config, *, make_block, norm) -> nn.Module;  gpt(idx, targets=None, kv_cache=None, "
+        "loss_reduction='mean') -> logits or loss;  gpt.estimate_flops() -> int",
+        shapes="idx: (B, T) int64; targets: (B, T) int64, -1 = no target  ->  logits (B, T, vocab) in (-15, 15), or "
+        "with targets the fp32 cross-entropy: a scalar ('mean', 'sum') or (B*T,) ('none'). make_block(i) returns "
+        "layer i ready-made; self.rotary_cos_sin(T0, T) the rotary table for positions T0.. (T0 = "
+        "kv_cache.get_pos()). Modules transformer.wte (vocab, C), transformer.h (n_layer blocks), emb_norm, "
+        "final_norm, lm_head (vocab, C) without bias.",
+        guarantees="logits = 15 * tanh(z / 15) of the head's output z; the loss is computed in fp32 and skips targets "
+        "equal to -1; wte and lm_head are two matrices; estimate_flops() is the matmul FLOPs per token of one "
+        "forward and backward at sequence_len, as torch's FlopCounterMode counts them.",
+        members=("__init__", "forward", "estimate_flops"),
+        entry="GPT",
+        why="The model is embeddings in, blocks in the middle, a readout at the end. Normalising the embedding and the "
+        "last hidden state keeps every block's input at one scale; the softcap keeps logits bounded, so no single "
+        "logit can run away early in training; the loss in fp32 keeps bf16 rounding out of the gradient's start.",
+        injected=("block", "norm"),
+    ),
+    Component(
         name="init",
         phase="weight init",
         kind="function",
@@ -158,6 +181,7 @@ COMPONENTS: tuple[Component, ...] = (
 )
 
 COMPONENT_NAMES: tuple[str, ...] = tuple(c.name for c in COMPONENTS)
+LOGIT_SOFTCAP = 15.0  # the gpt contract's softcap: logits = 15 * tanh(z / 15); the checks hold every gpt to it
 BY_NAME: dict[str, Component] = {c.name: c for c in COMPONENTS}
 
 

@@ -16,8 +16,9 @@ each statement binds, the first time each method runs: `nanogpt_core.model.trace
 `layer=N` (`--debug-layer N`) limits any of them to layer N: the lines of other layers are left out, model-level
 lines (the embedding's norm, the head, init, the optimizer) stay.
 
-Modules (norm, attention, mlp, block and the GPT itself) are traced with forward pre/post hooks; function components
-(rotary's precompute/apply, init, optimizer, generate) are wrapped for the duration of the block and restored after.
+Modules (norm, attention, mlp, block and gpt, the model itself) are traced with forward pre/post hooks; function
+components (rotary's precompute/apply, init, optimizer, generate) are wrapped for the duration of the block and
+restored after.
 """
 
 from __future__ import annotations
@@ -175,7 +176,7 @@ class Tracer:
             inputs = [t for a in args for t in _tensors(a)]
             if all(_is_finite(t) for t in inputs):
                 self.first_nonfinite = label
-                who = f"component '{component}'" if component else "the core (embedding, head, softcap or loss)"
+                who = f"component '{component}'" if component else "the core"
                 self.emit(f"  !!! NaN/Inf first appears in the output of {label}() ({who}); its inputs were "
                           f"finite, so the bug is in this call. Check divisions, eps, init scale and softcap.")
 
@@ -284,7 +285,7 @@ def tracing(model: nn.Module, mode: str | bool | None, file: TextIO | None = Non
     top = model
 
     for name, module in model.named_modules():
-        component = None if module is top else _module_component(model, name, module)
+        component = "gpt" if module is top else _module_component(model, name, module)
         if module is not top and component is None:
             continue
         label = f"{type(module).__name__}.forward"
@@ -329,6 +330,13 @@ def tracing(model: nn.Module, mode: str | bool | None, file: TextIO | None = Non
                 h.remove()
 
 
+def _built_as(instance: Any, cls: type) -> bool:
+    """`instance` is a `cls` itself (not a subclass calling its __init__), or the model made from the gpt class `cls`
+    (the core mixes its facilities into a class of the same name, `cls` first)."""
+    kind = type(instance)
+    return kind is cls or (kind.__bases__[:1] == (cls,) and kind.__name__ == cls.__name__)
+
+
 @contextmanager
 def trace_construction(parts: dict[str, Any], use: dict[str, str], mode: str | bool | None,
                        file: TextIO | None = None, layer: int | None = None) -> Iterator[Tracer | None]:
@@ -358,12 +366,12 @@ def trace_construction(parts: dict[str, Any], use: dict[str, str], mode: str | b
                     # a part built without a layer index (the MLP, a norm) belongs to the layer being assembled
                     tracer.enter(layer if isinstance(layer, int) else building[0])
                     try:
-                        if type(self) is cls:
+                        if _built_as(self, cls):
                             tracer.emit(f"{cls.__name__}.__init__() called{where}{tracer.tag(component)}")
                         init(self, *args, **kwargs)
                     finally:
                         tracer.leave()
-                        if component == "block" and type(self) is cls:
+                        if component == "block" and _built_as(self, cls):
                             building[0] = None  # the block is the last part of its layer (the assembly's order)
 
                 return traced_init

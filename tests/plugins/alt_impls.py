@@ -10,6 +10,8 @@ import torch.nn as nn
 
 from nanogpt_core.model.hookspecs import hookimpl
 
+from .alt_gpt import GPT as HandWrittenGPT
+
 PLUGIN_NAME = "nanogpt-test-alt-impls"
 ALT_SET = "alt"
 
@@ -116,4 +118,5 @@ class AltImplsPlugin:
         register(ALT_SET, "rotary", RotateHalfRotary)
         register(ALT_SET, "attention", EinsumAttention)
         register(ALT_SET, "mlp", WhereMLP)
+        register(ALT_SET, "gpt", HandWrittenGPT)
         register(ALT_SET, "generate", generate_without_cache)

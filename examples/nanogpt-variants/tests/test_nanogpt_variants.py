@@ -16,7 +16,7 @@ from nanogpt_core.model.assembly import ROTARY_BASE
 from nanogpt_core.model.kv_cache import KVCache
 from nanogpt_core.model.registry import get_implementation, registrations
 
-from nanogpt_variants import GeluMLP, LayerNorm, SlidingWindowAttention, SwiGLU
+from nanogpt_variants import GeluMLP, LayerNorm, SlidingWindowAttention, SwiGLU, TiedGPT
 from nanogpt_variants.swiglu import swiglu_hidden
 
 CONFIG = GPTConfig(sequence_len=32, vocab_size=97, n_layer=2, n_head=4, n_kv_head=2, n_embd=64)
@@ -254,3 +254,66 @@ def test_all_variants_run_under_bf16_autocast():
     scale = full.float().abs().max().item()
     assert scale > 0.5
     assert (cached.float() - full.float()).abs().max().item() < 0.05 * scale  # bf16 rounding, not a wrong mask
+
+
+# --- tied embeddings (a whole top level: gpt, init and optimizer) --------------------------------------------------
+
+
+def test_tied_set_swaps_the_top_level_and_its_init():
+    regs = registrations()
+    assert sorted(c for s, c in regs if s == "tied") == ["gpt", "init"]
+    model = build_model(CONFIG, use="tied")
+    assert model.use_spec == "tied:gpt,tied:init"
+    assert isinstance(model, TiedGPT) and model.lm_head.weight is model.transformer.wte.weight
+    # one matrix, both of nanochat's names: the state dict has the reference's keys and shapes
+    reference = build_model(CONFIG)
+    shapes = {k: v.shape for k, v in model.state_dict().items()}
+    assert shapes == {k: v.shape for k, v in reference.state_dict().items()}
+    assert model.num_params() == reference.num_params() - CONFIG.vocab_size * CONFIG.n_embd
+
+
+def test_tied_logits_read_out_with_the_embedding_matrix():
+    """Right after init every block is the identity (zeroed c_proj), so the logits are written out by hand:
+    15 tanh(rms(rms(E[idx])) @ E^T / 15), with E the one shared matrix."""
+    model = build_model(CONFIG, use="tied")
+    model.init_weights()
+    idx = torch.randint(0, CONFIG.vocab_size, (2, 9))
+    E = model.transformer.wte.weight.detach().double()
+
+    def rms(x):
+        return x / x.pow(2).mean(-1, keepdim=True).add(torch.finfo(torch.float32).eps).sqrt()
+
+    expected = 15 * torch.tanh(rms(rms(E[idx])) @ E.T / 15)
+    torch.testing.assert_close(model(idx).double(), expected, rtol=1e-5, atol=1e-5)  # fp32 vs fp64: ~1e-6 measured
+    assert abs(E.std().item() / 0.02 - 1) < 0.05  # drawn again after the reference init zeroed the head
+
+
+def test_tied_variant_passes_the_design_checks_and_estimates_its_flops():
+    from nanogpt_core.compare import design_checks
+
+    results = design_checks("tied")
+    assert all(r.passed for r in results), [(r.component, r.name, r.detail) for r in results if not r.passed]
+    names = {(r.component, r.name) for r in results}
+    assert ("gpt", "estimate_flops") in names  # a contract: the shared matrix still costs a multiply as the head
+    assert ("gpt", "embedding and head apart") not in names  # pinned: tying is the design under test
+
+
+def test_the_reference_optimizer_trains_the_tied_matrix_once_at_the_heads_rate():
+    model = build_model(CONFIG, use="tied")
+    model.init_weights()
+    adamw, muon = model.setup_optimizers()
+    shared = model.lm_head.weight
+    groups = [g for g in adamw.param_groups if any(p is shared for p in g["params"])]
+    assert len(groups) == 1 and not any(p is shared for g in muon.param_groups for p in g["params"])
+    assert groups[0]["lr"] == pytest.approx(0.004 * (CONFIG.n_embd / 768) ** -0.5)
+    idx = torch.arange(17).repeat(2, 2)[:, :32] % CONFIG.vocab_size
+    losses = []
+    for _ in range(12):
+        loss = model(idx[:, :-1], idx[:, 1:])
+        loss.backward()
+        for opt in (adamw, muon):
+            opt.step()
+        model.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+    assert model.lm_head.weight is model.transformer.wte.weight  # still one matrix after the steps
