@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
+from nanogpt_core.files import write_text_atomic
+
 METRICS_FILE = "metrics.jsonl"
 SAMPLES_FILE = "samples.txt"
 
@@ -50,7 +52,8 @@ def format_step_line(record: dict[str, Any], num_iterations: int) -> str:
 
 
 def truncate_metrics(run_dir: str | Path, before_step: int) -> None:
-    """Drop records of steps >= before_step: a resumed run rewrites them, so the file never holds a step twice."""
+    """Drop records of steps >= before_step: a resumed run rewrites them, so the file never holds a step twice.
+    Rewritten atomically: a crash (or a full disk) now leaves the old file, never half of it."""
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
         return
@@ -60,9 +63,9 @@ def truncate_metrics(run_dir: str | Path, before_step: int) -> None:
             record = json.loads(line)
         except ValueError:
             continue  # a line cut short by a crash
-        if isinstance(record, dict) and record.get("step", 0) < before_step:
+        if isinstance(record, dict) and isinstance(record.get("step", 0), int) and record.get("step", 0) < before_step:
             kept.append(line)
-    path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    write_text_atomic(path, "".join(line + "\n" for line in kept))
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
@@ -110,6 +113,7 @@ class RunLog:
         self._progress = None
         self._task = None
         self._use_bar = progress_bar
+        self._cut_from: int | None = None
 
     # --- console ---------------------------------------------------------------------------------------------
 
@@ -165,9 +169,17 @@ class RunLog:
         for sink in self.sinks:
             sink.start(config)
 
+    def resume_at(self, step: int) -> None:
+        """The run continues from `step`: before its first record, metrics.jsonl loses the records of `step` and
+        after (written by the run before it stopped, and written again now), so every step appears once."""
+        self._cut_from = step
+
     def metrics(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
+        if self.run_dir is not None and self._cut_from is not None:
+            truncate_metrics(self.run_dir, self._cut_from)
+            self._cut_from = None
         if self.run_dir is not None:
             with open(self.run_dir / METRICS_FILE, "a", encoding="utf-8") as f:
                 f.write(json.dumps(record, sort_keys=True) + "\n")
