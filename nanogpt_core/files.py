@@ -122,8 +122,9 @@ def timestamped_folder(root: str | Path = RUNS_DIR, prefix: str = "") -> Path:
 
 # --- OS errors, whoever raises them -----------------------------------------------------------------------------
 
-# Rust libraries (safetensors) report an OS error inside their own exception: `IoError(Os { code: 28, ... })`.
-_RUST_OS_ERROR = re.compile(r"Os \{ code: (\d+)")
+# Rust libraries (safetensors) report an OS error inside their own exception type, in the words of Rust's
+# io::Error: `I/O error: No space left on device (os error 28)`, or its debug form `Os { code: 28, ... }`.
+_RUST_OS_ERROR = re.compile(r"\(os error (\d+)\)|Os \{ code: (\d+)")
 # What to do about the OS errors a write meets in practice; anything else gets the strerror and "fix the cause".
 WRITE_FIXES = {
     errno.ENOSPC: "free some space",
@@ -137,7 +138,7 @@ WRITE_FIXES = {
 
 
 def os_error_of(exc: BaseException) -> OSError | None:
-    """The OS error behind `exc`: itself, one in its cause or context, or one a Rust library wrapped in its own
+    """The OS error behind `exc`: itself, its cause (`raise ... from err`), or one a Rust library wrapped in its own
     exception type (safetensors' SafetensorError) that only its message tells; None for any other error."""
     seen = set()
     while exc is not None and id(exc) not in seen:
@@ -146,9 +147,9 @@ def os_error_of(exc: BaseException) -> OSError | None:
             return exc
         m = _RUST_OS_ERROR.search(str(exc))
         if m:
-            code = int(m.group(1))
+            code = int(m.group(1) or m.group(2))
             return OSError(code, os.strerror(code))
-        exc = exc.__cause__ or exc.__context__
+        exc = exc.__cause__
     return None
 
 

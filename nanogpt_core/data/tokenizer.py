@@ -70,11 +70,21 @@ def tokenizer_folder(path: str | Path) -> Path:
 
 
 def check_vocabulary(mergeable_ranks: dict[bytes, int], pattern: str, special_tokens: dict[str, int]) -> None:
-    """ValueError unless the ranks are what byte-level BPE needs, so that tiktoken never sees ranks it panics on:
-    distinct byte strings, ranks 0..n-1 each once (a duplicate makes tiktoken's constructor panic), every single
-    byte among them (a missing one makes encoding panic), and special tokens on distinct ids after the ranks."""
+    """ValueError unless the ranks are what byte-level BPE needs (`check_ranks`), the pattern is a string, and the
+    special tokens sit on distinct ids after the ranks: so that tiktoken never sees a vocabulary it panics on."""
     if not isinstance(pattern, str) or not pattern:
         raise ValueError(f"the split pattern must be a non-empty string, got {pattern!r}")
+    check_ranks(mergeable_ranks)
+    n = len(mergeable_ranks)
+    specials = list(special_tokens.values()) if isinstance(special_tokens, dict) else None
+    if specials is None or not all(isinstance(k, str) for k in special_tokens) or len(set(specials)) != len(specials) \
+            or not all(isinstance(i, int) and not isinstance(i, bool) and i >= n for i in specials):
+        raise ValueError(f"special tokens must map names to distinct ids from {n} up, got {special_tokens}")
+
+
+def check_ranks(mergeable_ranks: dict[bytes, int]) -> None:
+    """Distinct byte strings with ranks 0..n-1, each once (a duplicate makes tiktoken's constructor panic), every
+    single byte among them (a missing one makes encoding panic); ValueError saying what is wrong otherwise."""
     if not all(isinstance(t, bytes) for t in mergeable_ranks):
         raise ValueError("every mergeable token must be a byte string")
     ids = sorted(mergeable_ranks.values())
@@ -84,10 +94,6 @@ def check_vocabulary(mergeable_ranks: dict[bytes, int], pattern: str, special_to
     missing = [b for b in range(256) if bytes([b]) not in mergeable_ranks]
     if missing:
         raise ValueError(f"the single byte 0x{missing[0]:02x} has no rank (byte-level BPE needs all 256)")
-    specials = list(special_tokens.values()) if isinstance(special_tokens, dict) else None
-    if specials is None or not all(isinstance(k, str) for k in special_tokens) or len(set(specials)) != len(specials) \
-            or not all(isinstance(i, int) and not isinstance(i, bool) and i >= len(ids) for i in specials):
-        raise ValueError(f"special tokens must map names to distinct ids from {len(ids)} up, got {special_tokens}")
 
 
 def _read_ranks(path: Path) -> dict[bytes, int]:
@@ -203,6 +209,7 @@ class Tokenizer:
                                  f"version {FORMAT_VERSION})")
             reading = directory / RANKS_FILE
             ranks = _read_ranks(reading)
+            check_ranks(ranks)
             reading = directory / TOKEN_BYTES_FILE
             stored_bytes = json.loads(reading.read_text(encoding="utf-8"))
             reading = directory / CONFIG_FILE

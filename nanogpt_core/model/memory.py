@@ -42,7 +42,7 @@ class MemoryNeed:
     gradients: int = 0
     optimizer: int = 0
     activations: int = 0
-    buffers: int = 0
+    buffers: int = 0  # the rotary table; for sampling also the KV cache and a row of logits
 
     @property
     def total(self) -> int:
@@ -50,7 +50,7 @@ class MemoryNeed:
 
     def describe(self) -> str:
         parts = [("parameters", self.parameters), ("gradients", self.gradients), ("optimizer state", self.optimizer),
-                 ("activations", self.activations), ("KV cache and tables", self.buffers)]
+                 ("activations", self.activations), ("tables and caches", self.buffers)]
         return ", ".join(f"{name} {format_bytes(size)}" for name, size in parts if size)
 
 

@@ -167,6 +167,7 @@ class Run:
     accum: int
     resumed_from: Path | None = None
     folder: RunFolder | None = None  # rank 0's lock on the run folder (None on the other ranks)
+    config_record: dict[str, Any] | None = None  # config.json, written once the run has something to keep
     train_model: torch.nn.Module | None = None  # the model the steps run: compiled and/or DDP-wrapped
     start_step: int = 0
     # counters a checkpoint keeps, so a resumed run continues its smoothing, timing and best bpb
@@ -393,7 +394,8 @@ def _restore(run: Run, ckpt: Checkpoint) -> None:
     if ckpt.state.get("train_tokens_digest") not in (None, _tokens_digest(run.train_tokens)):
         run.log.note("Warning: the training tokens differ from the checkpoint's (data or Python version changed); "
                      "the loader position no longer points at the same text.")
-    run.log.resume_at(run.start_step)  # metrics.jsonl loses the steps after the checkpoint when the run writes
+    # metrics.jsonl loses what this run writes again, at its first write
+    run.log.resume_at(run.start_step, redone=["eval"] if _evaluates_at(run, run.start_step) else [])
     run.log.note(f"Resuming from {ckpt.path} at step {run.start_step}")
 
 
@@ -449,10 +451,20 @@ def _save(run: Run, step: int, train_loader_state: dict[str, int]) -> Path:
     }
     path = save_checkpoint(run.run_dir, step, run.model, run.optimizers, run.tokenizer, state,
                            resume_command=_resume_command(run))
-    if run.folder is not None:
-        run.folder.keep()  # from now on the folder holds a checkpoint: never undone
+    _keep(run)  # from now on the folder holds a checkpoint
     plot_losses(read_metrics(run.run_dir), run.run_dir / PLOT_FILE)
     return path
+
+
+def _keep(run: Run) -> None:
+    """The run has something worth keeping (a step, a checkpoint): the folder is never undone from now on, and
+    config.json describes this run. (Until then a resumed run that fails leaves its folder as it was, the earlier
+    config.json included.)"""
+    if run.folder is None or run.config_record is None:
+        return
+    run.folder.keep()
+    write_json_atomic(run.run_dir / CONFIG_FILE, run.config_record)
+    run.config_record = None
 
 
 def _take_step(run: Run, step: int, result: TrainResult, in_update: list[bool]) -> dict[str, Any]:
@@ -503,7 +515,8 @@ def _loop(run: Run, stop: _StopRequest, on_step: Callable[[int, dict[str, Any]],
     run.flops_per_token, run.peak_flops = run.model.estimate_flops(), peak_flops(run.device)
     run.token_bytes = run.tokenizer.token_bytes().to(run.device)
     if ranks.is_main:
-        _write_config(run)
+        run.config_record = _config_record(run)
+        log.config(run.config_record)
     config = run.model.config
     heads = f"{config.n_head} head{'s' if config.n_head > 1 else ''}"
     log.note(f"Model: {run.model.use_spec} | {run.model.num_params():,} parameters | depth {config.n_layer}, width "
@@ -528,7 +541,7 @@ def _loop(run: Run, stop: _StopRequest, on_step: Callable[[int, dict[str, Any]],
             if signum:
                 raise KeyboardInterrupt
             # evaluate (every rank takes part), sample and save (rank 0), as nanochat's loop does
-            if last_step or step == run.start_step == 0 or (s.eval_every > 0 and step % s.eval_every == 0):
+            if _evaluates_at(run, step):
                 bpb = _evaluate(run)
                 log.metrics({"type": "eval", "step": step, "val_bpb": bpb, "train_time_s": loop["train_time_s"]})
                 log.note(f"step {step:05d} | val bpb {bpb:.4f}")
@@ -547,8 +560,7 @@ def _loop(run: Run, stop: _StopRequest, on_step: Callable[[int, dict[str, Any]],
                 break
             record = _take_step(run, step, result, in_update)
             log.step(record)
-            if run.folder is not None:
-                run.folder.keep()  # a step taken: the folder's metrics are worth keeping even without a checkpoint
+            _keep(run)  # a step taken: the folder's metrics are worth keeping even without a checkpoint
             step += 1
             boundary_loader_state = run.train_loader.state_dict()
             if on_step is not None:
@@ -569,6 +581,12 @@ def _loop(run: Run, stop: _StopRequest, on_step: Callable[[int, dict[str, Any]],
         log.stop()
     _finish(run, result, step)
     return result
+
+
+def _evaluates_at(run: Run, step: int) -> bool:
+    """Val bpb at step 0, every eval_every steps and at the end."""
+    s = run.settings
+    return step == s.num_iterations or step == run.start_step == 0 or (s.eval_every > 0 and step % s.eval_every == 0)
 
 
 def _run_hook(run: Run, hook: StepHook, step: int) -> None:
@@ -636,8 +654,8 @@ def _divergence_message(step: int, loss: float, result: TrainResult, settings: T
     return f"loss became {loss} at step {step}; {cause}. Last good checkpoint: {where}."
 
 
-def _write_config(run: Run) -> None:
-    """config.json: the model, the settings and the machine; the run log's sinks get the same."""
+def _config_record(run: Run) -> dict[str, Any]:
+    """What config.json holds: the model, the settings and the machine (the run log's sinks get the same)."""
     model = run.model
     config = {
         "model": model.config.to_dict(),
@@ -652,6 +670,5 @@ def _write_config(run: Run) -> None:
         "device": str(run.device),
         "torch": torch.__version__,
     }
-    write_json_atomic(run.run_dir / CONFIG_FILE, config)
-    run.log.config(config)
+    return config
 

@@ -51,9 +51,11 @@ def format_step_line(record: dict[str, Any], num_iterations: int) -> str:
     return " | ".join(parts)
 
 
-def truncate_metrics(run_dir: str | Path, before_step: int) -> None:
-    """Drop records of steps >= before_step: a resumed run rewrites them, so the file never holds a step twice.
-    Rewritten atomically: a crash (or a full disk) now leaves the old file, never half of it."""
+def truncate_metrics(run_dir: str | Path, before_step: int, redone: Sequence[str] = ("eval",)) -> None:
+    """Drop what a run resumed at `before_step` writes again, so the file never holds a step twice: every record of
+    a later step, the training step `before_step` itself, and the records of types `redone` at `before_step`. (An
+    evaluation at the checkpoint's step came before the save, so it stays unless the resumed run evaluates there
+    again.) Rewritten atomically: a crash (or a full disk) leaves the old file, never half of it."""
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
         return
@@ -63,7 +65,10 @@ def truncate_metrics(run_dir: str | Path, before_step: int) -> None:
             record = json.loads(line)
         except ValueError:
             continue  # a line cut short by a crash
-        if isinstance(record, dict) and isinstance(record.get("step", 0), int) and record.get("step", 0) < before_step:
+        step = record.get("step", 0) if isinstance(record, dict) else None
+        if not isinstance(step, int):
+            continue
+        if step < before_step or (step == before_step and record.get("type") not in ("train", *redone)):
             kept.append(line)
     write_text_atomic(path, "".join(line + "\n" for line in kept))
 
@@ -113,7 +118,7 @@ class RunLog:
         self._progress = None
         self._task = None
         self._use_bar = progress_bar
-        self._cut_from: int | None = None
+        self._cut_from: tuple[int, tuple[str, ...]] | None = None
 
     # --- console ---------------------------------------------------------------------------------------------
 
@@ -169,16 +174,17 @@ class RunLog:
         for sink in self.sinks:
             sink.start(config)
 
-    def resume_at(self, step: int) -> None:
-        """The run continues from `step`: before its first record, metrics.jsonl loses the records of `step` and
-        after (written by the run before it stopped, and written again now), so every step appears once."""
-        self._cut_from = step
+    def resume_at(self, step: int, redone: Sequence[str] = ()) -> None:
+        """The run continues from `step`: before its first record, metrics.jsonl loses what the run writes again
+        (`truncate_metrics`: later steps, training step `step`, and the types in `redone` at `step`), so every step
+        appears once; a resume that fails before writing anything leaves the file as it was."""
+        self._cut_from = (step, tuple(redone))
 
     def metrics(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
         if self.run_dir is not None and self._cut_from is not None:
-            truncate_metrics(self.run_dir, self._cut_from)
+            truncate_metrics(self.run_dir, *self._cut_from)
             self._cut_from = None
         if self.run_dir is not None:
             with open(self.run_dir / METRICS_FILE, "a", encoding="utf-8") as f:

@@ -179,8 +179,7 @@ def check_training_memory(settings: TrainSettings, config: GPTConfig, device: to
     else:
         depth = next((d for d in range(min(settings.depth, config.n_layer) - 1, 0, -1)
                       if _fits_at_depth(settings, config, d, device, copies)), None)
-        fix = (f"use a smaller model, e.g. --depth {depth}" if depth else "use a device with more memory") + \
-            (" and a smaller --device-batch-size" if settings.device_batch_size > 1 else "")
+        fix = f"use a smaller model, e.g. --depth {depth}" if depth else "use a device with more memory"
     shape = f"depth {config.n_layer}, width {config.n_embd}, context {config.sequence_len}, vocab {config.vocab_size}"
     check_memory(need, device, f"training this model ({shape}, {settings.device_batch_size} sequences a "
                                f"micro-batch)", fix, copies)
