@@ -120,12 +120,13 @@ def report_exception(exc: BaseException, invocation: Invocation) -> int:
     if isinstance(exc, NanoGPTError):
         click.echo(f"Error: {exc}", err=True)
         return exc.exit_code
+    use = _chosen_use(invocation.use)
     try:
-        diagnosis = diagnose(exc, _chosen_use(invocation.use))
+        diagnosis = diagnose(exc, use)
     except Exception:  # a failing diagnosis must never hide the original error
         diagnosis = None
     hint = "" if debug else " (run again with --debug for the traceback)"
-    if is_out_of_memory(exc) and not (diagnosis and diagnosis.impl_set not in (None, REFERENCE_SET)):
+    if is_out_of_memory(exc) and not _in_a_swapped_in_component(diagnosis, use):
         # the machine is too small for these settings; only a swapped-in component that allocates is suspect
         click.echo(f"Error: out of memory ({_first_line(exc)}); the model or the batch is too large for this "
                    f"device: use a smaller --depth or --device-batch-size, or another --device{hint}", err=True)
@@ -139,6 +140,13 @@ def report_exception(exc: BaseException, invocation: Invocation) -> int:
         return 1
     click.echo(f"Error: {type(exc).__name__}: {exc}{hint}", err=True)
     return 1
+
+
+def _in_a_swapped_in_component(diagnosis: Diagnosis | None, use: dict[str, str] | None) -> bool:
+    """Whether the error came from a non-reference implementation the model uses (no --use: all reference)."""
+    if diagnosis is None or diagnosis.component is None or diagnosis.impl_set in (None, REFERENCE_SET):
+        return False
+    return (use or {}).get(diagnosis.component, REFERENCE_SET) == diagnosis.impl_set
 
 
 _OUT_OF_MEMORY = re.compile(r"out of memory|can't allocate memory|cannot allocate memory", re.I)

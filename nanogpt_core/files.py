@@ -251,9 +251,6 @@ class RunFolder:
             problem, fix = write_failure(exc)
             raise ConfigError(f"cannot create the run folder {self.path} ({problem}); {fix}, or choose another "
                               f"--out.") from exc
-        if not os.access(self.path, os.W_OK | os.X_OK):
-            raise ConfigError(f"cannot write in the run folder {self.path} (permission denied); make it writable, or "
-                              f"choose another --out.")
 
     def _lock(self) -> None:
         if fcntl is None:
@@ -280,7 +277,7 @@ class RunFolder:
                 break
             os.close(fd)  # the holder removed this lock file as we opened it: lock the new one
         holder = {"pid": os.getpid(), "host": socket.gethostname(),
-                  "since": dt.datetime.now().isoformat(timespec="seconds"), "command": shlex.join(sys.argv)[:300]}
+                  "since": dt.datetime.now().isoformat(timespec="seconds"), "command": _command_line()}
         os.ftruncate(fd, 0)
         os.write(fd, (json.dumps(holder) + "\n").encode("utf-8"))
         self._fd = fd
@@ -313,6 +310,14 @@ class RunFolder:
             except OSError:
                 break
         self._made = []
+
+
+def _command_line() -> str:
+    """This process's command as its user typed it: `nanogpt train ...`, or `python -m nanogpt_cli train ...`."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    program = f"python -m {spec.name.removesuffix('.__main__')}" if spec is not None else Path(sys.argv[0]).name
+    return f"{program} {shlex.join(sys.argv[1:])}".strip()
 
 
 def _lock_holder(lock: Path) -> str:

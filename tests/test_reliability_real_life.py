@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from click.testing import CliRunner
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -483,3 +484,35 @@ def test_printed_commands_are_shell_quoted(files, tmp_path, monkeypatch):
     command = shlex.split(line.removeprefix("Sample it:"))
     assert command[:3] == ["nanogpt", "sample", str(run)]
     assert invoke(*command[1:], "--max-tokens", "2").exit_code == 0
+
+
+# --- out of memory, where the estimate could not see it coming ---------------------------------------------------
+
+OOM = "DefaultCPUAllocator: can't allocate memory: you tried to allocate 53687091200 bytes. Error code 12"
+
+
+def test_out_of_memory_in_reference_code_is_one_line_not_a_panel(files, tmp_path, monkeypatch):
+    """Was: a panel blaming the reference attention, whose allocation happened to be the one that failed."""
+    def no_memory_left(*args, **kwargs):
+        raise RuntimeError(OOM)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", no_memory_left)
+    result = invoke(*train_args(files["corpus"], files["tokenizer"], tmp_path / "run", "--num-iterations=2"))
+    assert_one_line_error(result, 2, f"out of memory (RuntimeError: {OOM}); the model or the batch is too large for "
+                                     "this device: use a smaller --depth or --device-batch-size, or another --device")
+    assert not (tmp_path / "run").exists()
+
+
+class _GreedyMLP(ref.MLP):
+    """Allocates what it should not (say, a (B, T, T, C) tensor): the memory error is this component's."""
+
+    def forward(self, x):
+        raise RuntimeError(OOM)
+
+
+def test_out_of_memory_in_a_swapped_in_component_is_that_components_panel(files, tmp_path):
+    with registered(make_set("greedy-mlp", dict(REFERENCE_PARTS, mlp=_GreedyMLP)), "test-greedy-mlp"):
+        result = invoke(*train_args(files["corpus"], files["tokenizer"], tmp_path / "run", "--num-iterations=2",
+                                    "--use", "greedy-mlp:mlp"))
+    assert result.exit_code == 4, result.output
+    assert "Error in mlp.forward (greedy-mlp)" in result.stderr and "can't allocate memory" in result.stderr
