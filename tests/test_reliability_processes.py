@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from test_learner_support import _one_thread  # noqa: F401
+from test_reliability_cli import MODEL as CLI_MODEL
+from test_reliability_cli import TEXT
 
 from nanogpt_cli.main import cli
 from nanogpt_core.data.tokenizer import Tokenizer
@@ -26,9 +28,7 @@ from nanogpt_core.files import LOCK_FILE
 from nanogpt_core.io.checkpoint import load_checkpoint
 from nanogpt_core.train.run_log import read_metrics
 
-TEXT = "\n\n".join(" ".join(["the cat sat on the mat and the dog ran far away"] * 20) for _ in range(40))
-MODEL = ["--depth=1", "--n-head=2", "--n-kv-head=1", "--max-seq-len=32", "--device-batch-size=2",
-         "--total-batch-size=64", "--eval-tokens=64", "--device=cpu", "--seed=3"]
+MODEL = [*CLI_MODEL, "--seed=3"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 

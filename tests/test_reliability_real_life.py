@@ -23,21 +23,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
 from safetensors import safe_open
 from safetensors.torch import save_file
 from test_learner_support import REFERENCE_PARTS, _one_thread, make_set, registered  # noqa: F401
+from test_reliability_cli import MODEL, TEXT, assert_one_line_error, digest, invoke
 
 import nanogpt_impls.reference as ref
-from nanogpt_cli.main import cli
 from nanogpt_core.data.tokenizer import RANKS_FILE, Tokenizer
 from nanogpt_core.files import RunFolder
 from nanogpt_core.io.checkpoint import MODEL_FILE, STATE_FILE, latest_checkpoint, load_checkpoint
 from nanogpt_core.train.run_log import METRICS_FILE, RunLog, read_metrics
-
-TEXT = "\n\n".join(" ".join(["the cat sat on the mat and the dog ran far away"] * 20) for _ in range(40))
-MODEL = ["--depth=1", "--n-head=2", "--n-kv-head=1", "--max-seq-len=32", "--device-batch-size=2",
-         "--total-batch-size=64", "--eval-tokens=64", "--device=cpu"]
 
 
 @pytest.fixture(scope="module")
@@ -56,25 +51,6 @@ def files(tmp_path_factory) -> dict[str, Path]:
 def train_args(corpus: Path, tokenizer: Path | None, out: Path, *extra: str) -> list[str]:
     tok = ["--tokenizer", str(tokenizer)] if tokenizer else []
     return ["train", "--data", str(corpus), *tok, *MODEL, "--seed=3", "--out", str(out), *extra]
-
-
-def invoke(*args: str):
-    return CliRunner().invoke(cli, list(args))
-
-
-def digest(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def assert_one_line_error(result, exit_code: int, *fragments: str) -> str:
-    assert result.exit_code == exit_code, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 def copy_run(files, tmp_path: Path, name: str = "run") -> Path:
