@@ -19,6 +19,12 @@ A run is a folder (default runs/<timestamp>): config.json, metrics.jsonl, sample
 checkpoints/. Resuming restores weights, optimizer state, the loader's position and the RNG, so on CPU a resumed run
 reproduces the losses of an uninterrupted one exactly.
 
+Real life, before and around the phases (docs/reliability.md): every setting, and the memory the model needs, is
+checked before any work (`settings.validate_settings`, `settings.check_training_memory`); the folder is locked for
+this run and left as it was found if the run stops before its first step (`files.RunFolder`); Ctrl-C and SIGTERM
+stop at the next step boundary with a checkpoint (`_StopRequest`, exit 130 or 143); an OS error while writing is
+one line naming the last good checkpoint.
+
 Under `torchrun --nproc_per_node=N -m nanogpt_cli train` each process runs this loop as one rank of a data-parallel
 job (`nanogpt_core.train.distributed`, docs/distributed.md): DDP averages the gradients, the loss and bpb are
 combined over ranks, and rank 0 alone logs, samples and saves.
