@@ -172,12 +172,15 @@ class RunFolder:
       so a lock file left behind never blocks anyone;
     - `fresh=True` (a default `runs/<timestamp>` name) takes the next free name instead of sharing one;
     - a run that fails before `keep()` (its first step, or its first checkpoint) leaves the folder as it found it:
-      what it added is removed (the folder too, if it made it) and what `set_aside` moved goes back.
+      the folder is removed if the run made it; in a folder that was there, what the run added among the names it
+      `writes` is removed (never anything else: `--out .` may be a folder others write in too), and what
+      `set_aside` moved goes back.
     """
 
-    def __init__(self, path: str | Path, *, fresh: bool = False) -> None:
+    def __init__(self, path: str | Path, *, fresh: bool = False, writes: tuple[str, ...] = ()) -> None:
         self.path = Path(path)
         self.fresh = fresh
+        self.writes = set(writes)
         self._fd: int | None = None
         self._made: list[Path] = []  # folders this run created, deepest first
         self._before: set[str] = set()
@@ -292,7 +295,7 @@ class RunFolder:
     def _undo(self) -> None:
         """Remove what this run added, put back what it set aside."""
         moved_to = {aside.parent.name for _, aside in self._moved}
-        for name in set(os.listdir(self.path)) - self._before - moved_to - {LOCK_FILE}:
+        for name in (set(os.listdir(self.path)) & self.writes) - self._before:
             _remove(self.path / name)
         for original, aside in reversed(self._moved):
             os.replace(aside, original)

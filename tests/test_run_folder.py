@@ -81,12 +81,15 @@ def test_an_existing_folder_gets_back_what_it_held(tmp_path):
     (run / "notes.txt").write_text("mine")
     before = digest(run)
     with pytest.raises(RuntimeError):
-        with RunFolder(run) as folder:
+        with RunFolder(run, writes=("metrics.jsonl", "loss.png", "config.json")) as folder:
             aside = folder.set_aside(["metrics.jsonl", "config.json"])
             assert aside is not None and (aside / "metrics.jsonl").is_file() and not (run / "metrics.jsonl").exists()
             (run / "metrics.jsonl").write_text("new\n")
             (run / "loss.png").write_bytes(b"png")
+            (run / "editor.swp").write_text("someone else's")  # `--out .`: others write in this folder too
             raise RuntimeError("stopped before step 0")
+    assert (run / "editor.swp").read_text() == "someone else's"
+    (run / "editor.swp").unlink()
     assert digest(run) == before and sorted(os.listdir(run)) == ["metrics.jsonl", "notes.txt", "tokenizer"]
 
 

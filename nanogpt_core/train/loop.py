@@ -55,6 +55,7 @@ from nanogpt_core.device import autocast_context, configure_device, peak_flops, 
 from nanogpt_core.errors import CheckpointError, ConfigError, NanoGPTError, TrainingError
 from nanogpt_core.files import WRITE_FIXES, RunFolder, os_error_of, timestamped_folder, write_json_atomic
 from nanogpt_core.io.checkpoint import (
+    CHECKPOINTS_DIR,
     Checkpoint,
     check_training_state,
     latest_checkpoint,
@@ -100,6 +101,8 @@ from nanogpt_core.train.settings import (
 from nanogpt_core.train.step import accumulate_gradients, optimizer_step
 
 SMOOTHING = 0.9  # EMA factor of the logged loss, as nanochat's
+# What a run writes at the top of its folder (what a run that stops before its first step takes away again)
+RUN_FILES = (CONFIG_FILE, METRICS_FILE, SAMPLES_FILE, PLOT_FILE, TOKENIZER_DIR, CHECKPOINTS_DIR)
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -273,11 +276,12 @@ def _claim_run_folder(settings: TrainSettings, ckpt: Checkpoint | None, ranks: R
     runs/<timestamp>."""
     if not ranks.is_main:
         return contextlib.nullcontext(None)
+    writes = RUN_FILES
     if settings.out:
-        return RunFolder(settings.out)
+        return RunFolder(settings.out, writes=writes)
     if ckpt is not None:
-        return RunFolder(run_dir_of(ckpt.path))
-    return RunFolder(timestamped_folder(), fresh=True)
+        return RunFolder(run_dir_of(ckpt.path), writes=writes)
+    return RunFolder(timestamped_folder(), fresh=True, writes=writes)
 
 
 def _write_failure(exc: Exception, run: Run) -> CheckpointError | None:
@@ -304,7 +308,7 @@ def _prepare(settings: TrainSettings, ckpt: Checkpoint | None, folder: RunFolder
     log = RunLog(run_dir, settings.num_iterations, enabled=ranks.is_main, stream=stream, progress_bar=progress_bar,
                  sinks=sinks)
     if ckpt is None and folder is not None:  # an earlier run here stopped before its first checkpoint
-        aside = folder.set_aside([CONFIG_FILE, METRICS_FILE, SAMPLES_FILE, PLOT_FILE])
+        aside = folder.set_aside([CONFIG_FILE, METRICS_FILE, SAMPLES_FILE, PLOT_FILE])  # its tokenizer is reused
         if aside is not None:
             log.note(f"Note: {run_dir} held the files of an earlier run that saved no checkpoint; moved them to "
                      f"{aside}, so this run starts clean.")
