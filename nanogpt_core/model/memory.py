@@ -91,16 +91,19 @@ def check_memory(need: MemoryNeed, device: torch.device, what: str, fix: str, co
     """ConfigError with the figures and `fix` when `copies` x `need` exceed what `device` has free (nothing where
     the free memory cannot be known, e.g. on MPS). `copies`: processes sharing the memory (CPU ranks of a node)."""
     free = available_memory(device)
-    if free is None or copies * need.total <= free[0]:
-        return
-    each = f" for each of {copies} processes" if copies > 1 else ""
-    raise ConfigError(f"{what} needs at least {format_bytes(need.total)}{each} ({need.describe()}) but only "
-                      f"{format_bytes(free[0])} is free ({free[1]}); {fix}.")
+    if not fits(need, free, copies):
+        raise memory_error(need, free, what, fix, copies)
 
 
-def fits(need: MemoryNeed, device: torch.device, copies: int = 1) -> bool:
-    free = available_memory(device)
+def fits(need: MemoryNeed, free: tuple[int, str] | None, copies: int = 1) -> bool:
+    """Whether `copies` x `need` fit in `free` (what `device.available_memory` says; None: unknown, so yes)."""
     return free is None or copies * need.total <= free[0]
+
+
+def memory_error(need: MemoryNeed, free: tuple[int, str], what: str, fix: str, copies: int = 1) -> ConfigError:
+    each = f" for each of {copies} processes" if copies > 1 else ""
+    return ConfigError(f"{what} needs at least {format_bytes(need.total)}{each} ({need.describe()}) but only "
+                       f"{format_bytes(free[0])} is free ({free[1]}); {fix}.")
 
 
 def format_bytes(size: int) -> str:

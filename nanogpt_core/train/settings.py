@@ -16,12 +16,13 @@ from typing import Any
 import torch
 
 from nanogpt_core.data.tokenizer import DEFAULT_VOCAB_SIZE, MIN_VOCAB_SIZE
+from nanogpt_core.device import available_memory
 from nanogpt_core.errors import CheckpointError, ConfigError
 from nanogpt_core.files import RUNS_DIR
 from nanogpt_core.io.checkpoint import Checkpoint, latest_checkpoint, load_checkpoint, run_dir_of
 from nanogpt_core.model import trace
 from nanogpt_core.model.config import GPTConfig
-from nanogpt_core.model.memory import check_memory, fits, training_need
+from nanogpt_core.model.memory import fits, memory_error, training_need
 from nanogpt_core.model.use_spec import resolve_use
 
 CONFIG_FILE = "config.json"  # the run folder's record of its model, settings and machine
@@ -166,11 +167,12 @@ def check_training_memory(settings: TrainSettings, config: GPTConfig, device: to
     """Refuse a run whose model, gradients, optimizer state and activations cannot fit in the device's free memory
     (`model.memory`), with the figure and the largest setting that fits, before anything is allocated.
     `copies`: processes of this run sharing the memory (CPU ranks on one machine)."""
+    free = available_memory(device)
     need = training_need(config, settings.device_batch_size, device)
-    if fits(need, device, copies):
+    if fits(need, free, copies):
         return
     smaller = [b for b in range(settings.device_batch_size - 1, 0, -1) if settings.device_batch_size % b == 0]
-    batch = next((b for b in smaller if fits(training_need(config, b, device), device, copies)), None)
+    batch = next((b for b in smaller if fits(training_need(config, b, device), free, copies)), None)
     if batch is not None:
         fix = (f"use --device-batch-size {batch} (gradient accumulation keeps the total batch of "
                f"{settings.total_batch_size:,} tokens)")
@@ -178,19 +180,21 @@ def check_training_memory(settings: TrainSettings, config: GPTConfig, device: to
         fix = "this checkpoint's model needs a device with more memory (or train a smaller model)"
     else:
         depth = next((d for d in range(min(settings.depth, config.n_layer) - 1, 0, -1)
-                      if _fits_at_depth(settings, config, d, device, copies)), None)
+                      if _fits_at_depth(settings, config, d, device, free, copies)), None)
         fix = f"use a smaller model, e.g. --depth {depth}" if depth else "use a device with more memory"
     shape = f"depth {config.n_layer}, width {config.n_embd}, context {config.sequence_len}, vocab {config.vocab_size}"
-    check_memory(need, device, f"training this model ({shape}, {settings.device_batch_size} sequences a "
-                               f"micro-batch)", fix, copies)
+    raise memory_error(need, free, f"training this model ({shape}, {settings.device_batch_size} sequences a "
+                                   f"micro-batch)", fix, copies)
 
 
-def _fits_at_depth(settings: TrainSettings, config: GPTConfig, depth: int, device: torch.device, copies: int) -> bool:
+def _fits_at_depth(settings: TrainSettings, config: GPTConfig, depth: int, device: torch.device,
+                   free: tuple[int, str] | None, copies: int) -> bool:
+    """Whether the same run fits at another depth (never where explicit --n-head etc. do not divide its width)."""
     try:
         smaller = model_config(TrainSettings.from_dict({**settings.to_dict(), "depth": depth}), config.vocab_size)
-    except ConfigError:  # explicit --n-head etc. that do not divide this depth's width
+    except ConfigError:
         return False
-    return fits(training_need(smaller, settings.device_batch_size, device), device, copies)
+    return fits(training_need(smaller, settings.device_batch_size, device), free, copies)
 
 
 def check_seed(seed: Any) -> None:
