@@ -13,6 +13,7 @@ import traceback
 from dataclasses import dataclass, field
 
 import click
+import torch
 from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
@@ -20,10 +21,11 @@ from rich.text import Text
 
 from nanogpt_core.errors import NanoGPTError
 from nanogpt_core.learn.diagnose import Diagnosis, diagnose
+from nanogpt_core.model.registry import REFERENCE_SET
 from nanogpt_core.model.use_spec import resolve_use
 
 _REFERENCE_TAIL = re.compile(r"\s*Reference:\s*\S+\s*$")
-EXIT_INTERRUPTED = 130  # the shell's convention for a process ended by SIGINT
+EXIT_INTERRUPTED = 130  # the shell's convention for a process ended by SIGINT (SIGTERM: 143)
 
 
 @dataclass
@@ -111,19 +113,51 @@ def report_exception(exc: BaseException, invocation: Invocation) -> int:
     debug = invocation.debug
     if debug:
         traceback.print_exception(exc)
-    if isinstance(exc, KeyboardInterrupt):
-        click.echo("Interrupted.", err=True)
-        return EXIT_INTERRUPTED
+    if isinstance(exc, KeyboardInterrupt):  # Ctrl-C, or a run stopped by SIGTERM (TrainingInterrupted says which)
+        code = getattr(exc, "exit_code", EXIT_INTERRUPTED)
+        click.echo("Interrupted." if code == EXIT_INTERRUPTED else "Terminated.", err=True)
+        return code
     if isinstance(exc, NanoGPTError):
         click.echo(f"Error: {exc}", err=True)
         return exc.exit_code
+    use = _chosen_use(invocation.use)
     try:
-        diagnosis = diagnose(exc, _chosen_use(invocation.use))
+        diagnosis = diagnose(exc, use)
     except Exception:  # a failing diagnosis must never hide the original error
         diagnosis = None
+    hint = "" if debug else " (run again with --debug for the traceback)"
+    if is_out_of_memory(exc) and not _in_a_swapped_in_component(diagnosis, use):
+        # the machine is too small for these settings; only a swapped-in component that allocates is suspect
+        click.echo(f"Error: out of memory ({_first_line(exc)}); the model or the batch is too large for this "
+                   f"device: use a smaller --depth or --device-batch-size, or another --device{hint}", err=True)
+        return NanoGPTError.exit_code
     if diagnosis is not None:
         render_diagnosis(diagnosis, rerun_command(invocation.argv))
         return diagnosis.exit_code
-    hint = "" if debug else " (run again with --debug for the traceback)"
+    if isinstance(exc, SystemExit):
+        click.echo(f"Error: something called sys.exit({exc.code!r}) in the middle of nanogpt's work, which stops it "
+                   f"without saving or a word of why{hint}", err=True)
+        return 1
     click.echo(f"Error: {type(exc).__name__}: {exc}{hint}", err=True)
     return 1
+
+
+def _in_a_swapped_in_component(diagnosis: Diagnosis | None, use: dict[str, str] | None) -> bool:
+    """Whether the error came from a non-reference implementation the model uses (no --use: all reference)."""
+    if diagnosis is None or diagnosis.component is None or diagnosis.impl_set in (None, REFERENCE_SET):
+        return False
+    return (use or {}).get(diagnosis.component, REFERENCE_SET) == diagnosis.impl_set
+
+
+_OUT_OF_MEMORY = re.compile(r"out of memory|can't allocate memory|cannot allocate memory", re.I)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """MemoryError, torch.OutOfMemoryError (CUDA), or the CPU allocator's "can't allocate memory" RuntimeError."""
+    return isinstance(exc, (MemoryError, torch.OutOfMemoryError)) or (
+        isinstance(exc, RuntimeError) and bool(_OUT_OF_MEMORY.search(str(exc))))
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:200]

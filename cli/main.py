@@ -44,7 +44,9 @@ class NanoGPTGroup(click.Group):
                 sys.exit(EXIT_INTERRUPTED)
             click.echo("Aborted.", err=True)
             sys.exit(1)
-        except (Exception, KeyboardInterrupt) as exc:
+        # Not standalone, click raises no SystemExit of its own: one that escapes a command is code (a plugin, a
+        # component) calling sys.exit(), a failure to report, not an exit code to pass on.
+        except (Exception, KeyboardInterrupt, SystemExit) as exc:
             sys.exit(report_exception(exc, invocation))
         sys.exit(result if isinstance(result, int) else 0)
 

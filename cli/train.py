@@ -14,6 +14,7 @@ Every default lives in `TrainSettings`; a flag left out keeps it (and, when resu
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import fields
 
 import click
@@ -124,10 +125,11 @@ def train_command(ctx: click.Context, compile_: bool | None, resume: str | None,
         settings = TrainSettings(**explicit)
     try:
         result = train(settings, resume=checkpoint)
-    except KeyboardInterrupt:  # click would turn it into "Aborted." and exit 1; Ctrl-C is the shell's 130
+    except KeyboardInterrupt as exc:  # click would make it "Aborted." and exit 1; the shell's is 128 + the signal
+        code = getattr(exc, "exit_code", EXIT_INTERRUPTED)  # 130 for Ctrl-C, 143 for SIGTERM
         if Ranks.from_env().is_main:
-            click.echo("Interrupted.", err=True)
-        ctx.exit(EXIT_INTERRUPTED)
+            click.echo("Interrupted." if code == EXIT_INTERRUPTED else "Terminated.", err=True)
+        ctx.exit(code)
 
     if not Ranks.from_env().is_main:
         return  # under torchrun only rank 0 reports
@@ -135,7 +137,7 @@ def train_command(ctx: click.Context, compile_: bool | None, resume: str | None,
                f"{result.tokens_per_sec:,.0f} tok/s)" + _bpb_summary(result))
     if result.checkpoint is not None:
         click.echo(f"Checkpoint: {result.checkpoint}")
-        click.echo(f"Sample it:  nanogpt sample {result.run_dir} --prompt \"The\"")
+        click.echo(f"Sample it:  {shlex.join(['nanogpt', 'sample', str(result.run_dir), '--prompt', 'The'])}")
 
 
 def _param(name: str) -> str:

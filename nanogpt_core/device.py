@@ -16,11 +16,17 @@ import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
 from nanogpt_core.errors import ConfigError
+
+try:
+    import resource  # POSIX only: the process's memory limits
+except ImportError:  # Windows
+    resource = None
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 
@@ -199,3 +205,86 @@ def _time_newton_schulz(counts: dict[tuple[int, int], int], device: torch.device
     name = str(dtype).removeprefix("torch.")
     return DtypeChoice(dtype, f"measured on this {device.type}: {ms['float32']:.2f} ms fp32, {ms['bfloat16']:.2f} ms "
                               f"bf16 per iteration -> {name}", ms)
+
+
+# --- how much memory there is ----------------------------------------------------------------------------------
+
+
+def available_memory(device: torch.device) -> tuple[int, str] | None:
+    """(bytes this process can still allocate on `device`, what limits it), or None where that cannot be known.
+
+    CUDA: the GPU's free memory (`torch.cuda.mem_get_info`). CPU: the tightest of the machine's available RAM
+    (MemAvailable, which counts reclaimable page cache), the container's memory limit (cgroup v2 or v1, minus what
+    the group uses beyond reclaimable cache) and the process's address-space and data limits (`ulimit -v`, `-d`).
+    """
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free, f"free memory on {device}"
+    if device.type != "cpu":
+        return None
+    limits = [limit for limit in (_meminfo_available(), _cgroup_available(), *_rlimit_available()) if limit]
+    return min(limits, key=lambda limit: limit[0]) if limits else None
+
+
+def _meminfo_available() -> tuple[int, str] | None:
+    meminfo = _key_values(Path("/proc/meminfo"))
+    if "MemAvailable" not in meminfo:
+        return None
+    return meminfo["MemAvailable"] * 1024, "available RAM"
+
+
+def _cgroup_available() -> tuple[int, str] | None:
+    """The memory limit of this process's cgroup minus what the group holds that cannot be reclaimed."""
+    root = Path("/sys/fs/cgroup")
+    own = _own_cgroup()
+    for folder, limit_file, usage_file in ((root / own, "memory.max", "memory.current"),  # v2
+                                           (root / "memory", "memory.limit_in_bytes", "memory.usage_in_bytes")):
+        try:
+            limit_text = (folder / limit_file).read_text().strip()
+            usage = int((folder / usage_file).read_text())
+        except (OSError, ValueError):
+            continue
+        if not limit_text.isdigit() or int(limit_text) >= 2**60:  # "max", or v1's "no limit" (about 2**63)
+            continue
+        reclaimable = _key_values(folder / "memory.stat").get("inactive_file", 0)
+        return max(0, int(limit_text) - max(0, usage - reclaimable)), "the container's memory limit (cgroup)"
+    return None
+
+
+def _own_cgroup() -> str:
+    """This process's cgroup v2 path (`0::/path` in /proc/self/cgroup), relative to /sys/fs/cgroup."""
+    try:
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            if line.startswith("0::"):
+                return line[3:].lstrip("/")
+    except OSError:
+        pass
+    return ""
+
+
+def _rlimit_available() -> list[tuple[int, str]]:
+    """What `ulimit -v` (address space) and `ulimit -d` (data) leave of what this process already maps."""
+    if resource is None:
+        return []
+    status = _key_values(Path("/proc/self/status"))
+    found = []
+    for limit, used, name in ((resource.RLIMIT_AS, "VmSize", "ulimit -v"),
+                              (resource.RLIMIT_DATA, "VmData", "ulimit -d")):
+        soft, _ = resource.getrlimit(limit)
+        if soft != resource.RLIM_INFINITY and used in status:
+            found.append((max(0, soft - status[used] * 1024), f"this process's memory limit ({name})"))
+    return found
+
+
+def _key_values(path: Path) -> dict[str, int]:
+    """`Name: 123 kB` or `name 123` lines (/proc/meminfo, /proc/self/status, cgroup memory.stat) as numbers."""
+    found = {}
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return found
+    for line in lines:
+        parts = line.replace(":", " ").split()
+        if len(parts) >= 2 and parts[1].isdigit():
+            found[parts[0]] = int(parts[1])
+    return found

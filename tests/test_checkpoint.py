@@ -168,7 +168,7 @@ def test_a_crash_while_writing_keeps_the_previous_checkpoint(tmp_path, tokenizer
             raise OSError("disk full (simulated)")
 
     monkeypatch.setattr(ckpt_mod, "_save_safetensors", crash_on_optimizer_file)
-    with pytest.raises(OSError, match="simulated"):
+    with pytest.raises(CheckpointError, match=f"simulated.* the last good checkpoint, {good}, is intact"):
         save_checkpoint(tmp_path, 2, model, optimizers, tokenizer)
     root = tmp_path / "checkpoints"
     assert sorted(p.name for p in root.iterdir()) == ["latest", "step_000001"]  # no partial folder, no temp left
@@ -180,9 +180,10 @@ def test_a_crash_before_the_pointer_moves_keeps_latest_on_the_old_one(tmp_path, 
     model, optimizers = trained(1)
     save_checkpoint(tmp_path, 1, model, optimizers, tokenizer)
     monkeypatch.setattr(ckpt_mod, "write_text_atomic", lambda path, text: (_ for _ in ()).throw(OSError("killed")))
-    with pytest.raises(OSError):
+    with pytest.raises(CheckpointError, match="killed"):
         save_checkpoint(tmp_path, 2, model, optimizers, tokenizer)
-    assert load_checkpoint(tmp_path).step == 1  # step_000002 is complete, but latest never pointed at it
+    assert load_checkpoint(tmp_path).step == 1  # latest never pointed at step_000002...
+    assert not (tmp_path / "checkpoints" / "step_000002").exists()  # ...which is removed, as if never begun
 
 
 def test_a_killed_save_leaves_only_a_temporary_folder_that_the_next_save_removes(tmp_path, tokenizer):

@@ -105,14 +105,14 @@ CONFIG_ROWS = [
     (["--n-embd=38", "--n-head=2"], ["head_dim = n_embd // n_head = 19 is odd", "choose n_embd and n_head with an "
                                                                                  "even head_dim"]),
     (["--depth=0"], ["depth must be a positive integer, got 0; try --depth 4"]),
-    (["--device-batch-size=0"], ["--device-batch-size and --max-seq-len must be positive"]),
-    (["--device-batch-size=-2"], ["--device-batch-size and --max-seq-len must be positive"]),
-    (["--max-seq-len=0"], ["--device-batch-size and --max-seq-len must be positive"]),
+    (["--device-batch-size=0"], ["--device-batch-size must be an integer >= 1, got 0; try --device-batch-size 4"]),
+    (["--device-batch-size=-2"], ["--device-batch-size must be an integer >= 1, got -2"]),
+    (["--max-seq-len=0"], ["--max-seq-len must be an integer >= 1, got 0; try --max-seq-len 256"]),
     (["--total-batch-size=0"], ["--total-batch-size 0 must be a multiple of", "use --total-batch-size 64"]),
     (["--total-batch-size=-64"], ["--total-batch-size -64 must be a multiple of", "use --total-batch-size 64"]),
     (["--total-batch-size=96"], ["--total-batch-size 96 must be a multiple of device_batch_size x max_seq_len x "
                                  "world_size = 2 x 32 x 1 = 64; use --total-batch-size 64 (or 128)"]),
-    (["--num-iterations=-1"], ["--num-iterations must be >= 0, got -1"]),
+    (["--num-iterations=-1"], ["--num-iterations must be an integer >= 0, got -1"]),
 ]
 
 
@@ -125,7 +125,7 @@ def test_an_impossible_configuration_is_refused_before_training(files, tmp_path,
     result = invoke("train", "--data", str(files["corpus"]), "--tokenizer", str(files["tokenizer"]), *MODEL,
                     "--num-iterations=1", *flags, "--out", str(out))
     assert_one_line_error(result, 2, *fragments)
-    assert not (out / "checkpoints").exists()
+    assert not out.exists()  # refused before any work: no run folder, no tokenizer, nothing to clean up
 
 
 def test_total_batch_size_must_be_a_multiple_of_the_world_size_too():
@@ -138,7 +138,7 @@ def test_total_batch_size_must_be_a_multiple_of_the_world_size_too():
 def test_a_vocabulary_smaller_than_the_minimum_is_refused(files, tmp_path):
     result = invoke("train", "--data", str(files["corpus"]), *MODEL, "--vocab-size=100", "--num-iterations=1",
                     "--out", str(tmp_path / "run"))
-    assert_one_line_error(result, 2, "vocab_size must be at least 265", "got 100")
+    assert_one_line_error(result, 2, "--vocab-size must be at least 265", "got 100")
 
 
 def test_a_vocabulary_smaller_than_the_tokenizers_is_refused(files, tmp_path):

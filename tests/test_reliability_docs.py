@@ -17,7 +17,7 @@ def cited() -> list[tuple[str, str | None]]:
     """(file, test function or None) for every test the table cites, shorthands resolved to the last full name."""
     found = []
     for line in DOC.read_text(encoding="utf-8").splitlines():
-        if not line.startswith("| ") or line.startswith("| row") or line.startswith("| exit"):
+        if not line.startswith("| ") or line.startswith(("| row", "| exit")):
             continue
         cells = line.split(" | ")
         if len(cells) < 3:
@@ -39,7 +39,7 @@ def functions_in(path: Path) -> set[str]:
 def test_every_row_cites_a_test():
     rows = [line for line in DOC.read_text(encoding="utf-8").splitlines()
             if line.startswith("| ") and not line.startswith(("| row", "| exit", "| 0 ", "| 1 ", "| 2 ", "| 3 ",
-                                                                 "| 4 ", "| 130 "))]
+                                                                 "| 4 ", "| 130 ", "| 143 "))]
     assert len(rows) >= 45
     for row in rows:
         assert NAME.search(row.split(" | ")[1]), f"no test named in: {row}"

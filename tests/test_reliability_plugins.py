@@ -78,3 +78,11 @@ def test_two_plugins_registering_the_same_pair_are_both_named(tmp_path):
     out = nanogpt(tmp_path, "check", "dupset:mlp")
     assert_one_line_error(out, "registers dupset:mlp, which plugin", "already registered; rename one")
     assert "'dupa'" in out.stderr and "'dupb'" in out.stderr
+
+
+def test_a_plugin_that_calls_sys_exit_at_import_is_named_with_the_fix(tmp_path):
+    """Was: only 'needs CUDA' on stderr (SystemExit passes every `except Exception`), no word of which plugin."""
+    install(tmp_path, "exitplug", "exitplug_module", "import sys\nsys.exit('needs CUDA')\n")
+    out = nanogpt(tmp_path, "components")
+    assert_one_line_error(out, "plugin 'exitplug' (exitplug_module, from package exitplug) failed to import "
+                               "(SystemExit: needs CUDA); fix it, or uninstall it with pip")

@@ -11,6 +11,9 @@ import signal
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from tiny_training import _one_thread, tiny_corpus, tiny_settings, tiny_tokenizer  # noqa: F401
 
 from nanogpt_core import GPTConfig, build_model
@@ -50,6 +53,28 @@ def test_lr_multiplier_rounds_warmdown_steps_as_nanochat():
     assert [lr_multiplier(s, 10, warmdown_ratio=0.25) for s in range(10)] == [1.0] * 9 + [0.5]
     # the seed's single step: no warm-down step exists (round(0.2) = 0), so the one step runs at full lr
     assert lr_multiplier(0, 1) == 1.0
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(num_iterations=st.integers(1, 5000), beyond=st.integers(0, 10000), warmup=st.floats(0, 1),
+       warmdown=st.floats(0, 1), final=st.floats(0, 1))
+def test_lr_multiplier_stays_in_zero_one_for_any_step(num_iterations, beyond, warmup, warmdown, final):
+    """Every step a run takes, and any step past the end (a resume that asked for fewer steps than it had): the
+    multiplier is a fraction, never negative (which trained with a negative learning rate) and never a division by
+    zero (a warm-down of zero steps)."""
+    for step in (0, num_iterations // 2, num_iterations - 1, num_iterations + beyond):
+        lrm = lr_multiplier(step, num_iterations, warmup, warmdown, final)
+        assert 0 <= lrm <= 1, (step, lrm)
+    # past the end it holds the last value the warm-down reaches (or the flat 1 without warm-down steps)
+    expected = final if round(warmdown * num_iterations) else 1.0
+    assert lr_multiplier(num_iterations + beyond, num_iterations, warmup, warmdown, final) == expected
+
+
+@pytest.mark.parametrize("kwargs", [{"warmup_ratio": 2.0}, {"warmdown_ratio": -1.0}, {"final_lr_frac": 1.5},
+                                    {"final_lr_frac": float("nan")}])
+def test_lr_multiplier_refuses_ratios_outside_zero_one(kwargs):
+    with pytest.raises(ValueError, match="must be between 0 and 1"):
+        lr_multiplier(0, 10, **kwargs)
 
 
 def test_muon_momentum_warms_up_over_300_steps():
@@ -174,19 +199,44 @@ def test_resume_reproduces_the_uninterrupted_run_exactly(tiny_corpus, tiny_token
     assert steps == list(range(8))
 
 
-def test_sigint_saves_a_checkpoint_at_the_step_boundary(tiny_corpus, tiny_tokenizer, tmp_path):  # noqa: F811
+@pytest.mark.parametrize("signum, exit_code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
+def test_sigint_saves_a_checkpoint_at_the_step_boundary(tiny_corpus, tiny_tokenizer, tmp_path, signum,  # noqa: F811
+                                                        exit_code):
+    """Ctrl-C, and SIGTERM (what SLURM, Kubernetes and `kill` send before SIGKILL), the same way."""
     def on_step(step, record):
         if step == 1:
-            os.kill(os.getpid(), signal.SIGINT)  # the real signal: the handler defers it to the boundary
+            os.kill(os.getpid(), signum)  # the real signal: the handler defers it to the boundary
 
+    before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(TrainingInterrupted) as info:
         train(tiny_settings(tiny_corpus, tiny_tokenizer, tmp_path / "run"), on_step=on_step,
               stream=open(os.devnull, "w"))
-    assert info.value.step == 2
+    assert info.value.step == 2 and info.value.signum == signum and info.value.exit_code == exit_code
     ckpt = load_checkpoint(tmp_path / "run")
     assert ckpt.step == 2
     assert ckpt.state["train_loader"]["position"] == 2 * 256  # two steps of 256 tokens read, none more
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler was put back
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers were put back
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_signal_before_the_first_step_stops_at_once_and_leaves_no_folder(tiny_corpus, tmp_path,  # noqa: F811
+                                                                          monkeypatch):
+    """SIGTERM while the tokenizer is being trained: nothing to save, nothing left behind, exit code 143."""
+    from nanogpt_core.data.tokenizer import Tokenizer
+
+    real = Tokenizer.train.__func__
+
+    def train_then_get_killed(cls, texts, vocab_size):
+        tokenizer = real(cls, texts, vocab_size)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return tokenizer
+
+    monkeypatch.setattr(Tokenizer, "train", classmethod(train_then_get_killed))
+    with pytest.raises(TrainingInterrupted) as info:
+        train(tiny_settings(tiny_corpus, None, tmp_path / "runs" / "new", vocab_size=300),
+              stream=open(os.devnull, "w"))
+    assert info.value.exit_code == 143 and info.value.checkpoint is None
+    assert not (tmp_path / "runs").exists()
 
 
 def test_nan_loss_stops_with_a_diagnosis_and_keeps_the_last_checkpoint(tiny_corpus, tiny_tokenizer, tmp_path,  # noqa: F811

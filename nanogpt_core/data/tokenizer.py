@@ -53,6 +53,8 @@ RANKS_FILE = "tokenizer.tiktoken"
 TOKEN_BYTES_FILE = "token_bytes.json"
 TOKENIZER_FILES = (CONFIG_FILE, RANKS_FILE, TOKEN_BYTES_FILE)
 TOKENIZER_DIR = "tokenizer"  # the folder a run and every checkpoint keep their tokenizer in
+DAMAGED_FIX = ("restore it from a copy (every checkpoint folder of a run holds one, in tokenizer/), or train a new "
+               "one with `nanogpt tokenizer train`")
 
 
 def has_tokenizer(folder: str | Path) -> bool:
@@ -67,12 +69,62 @@ def tokenizer_folder(path: str | Path) -> Path:
     return folder
 
 
+def check_vocabulary(mergeable_ranks: dict[bytes, int], pattern: str, special_tokens: dict[str, int]) -> None:
+    """ValueError unless the ranks are what byte-level BPE needs (`check_ranks`), the pattern is a string, and the
+    special tokens sit on distinct ids after the ranks: so that tiktoken never sees a vocabulary it panics on."""
+    if not isinstance(pattern, str) or not pattern:
+        raise ValueError(f"the split pattern must be a non-empty string, got {pattern!r}")
+    check_ranks(mergeable_ranks)
+    n = len(mergeable_ranks)
+    specials = list(special_tokens.values()) if isinstance(special_tokens, dict) else None
+    if specials is None or not all(isinstance(k, str) for k in special_tokens) or len(set(specials)) != len(specials) \
+            or not all(isinstance(i, int) and not isinstance(i, bool) and i >= n for i in specials):
+        raise ValueError(f"special tokens must map names to distinct ids from {n} up, got {special_tokens}")
+
+
+def check_ranks(mergeable_ranks: dict[bytes, int]) -> None:
+    """Distinct byte strings with ranks 0..n-1, each once (a duplicate makes tiktoken's constructor panic), every
+    single byte among them (a missing one makes encoding panic); ValueError saying what is wrong otherwise."""
+    if not all(isinstance(t, bytes) for t in mergeable_ranks):
+        raise ValueError("every mergeable token must be a byte string")
+    ids = sorted(mergeable_ranks.values())
+    if not all(isinstance(r, int) and not isinstance(r, bool) for r in ids) or ids != list(range(len(ids))):
+        first = next((r for i, r in enumerate(ids) if r != i), ids[-1] if ids else None)
+        raise ValueError(f"ranks must be 0..{len(ids) - 1}, each once (found {first!r} out of place)")
+    missing = [b for b in range(256) if bytes([b]) not in mergeable_ranks]
+    if missing:
+        raise ValueError(f"the single byte 0x{missing[0]:02x} has no rank (byte-level BPE needs all 256)")
+
+
+def _read_ranks(path: Path) -> dict[bytes, int]:
+    """`base64(token) rank` lines (tiktoken's own text format) -> {token: rank}; ValueError naming a bad line."""
+    ranks: dict[bytes, int] = {}
+    for number, line in enumerate(path.read_text(encoding="ascii").splitlines(), start=1):
+        try:
+            token, rank = line.split()
+            token_bytes = base64.b64decode(token, validate=True)
+            ranks[token_bytes] = int(rank)
+        except ValueError as exc:
+            raise ValueError(f"line {number} is not 'base64-token rank' ({line[:40]!r}: {exc})") from None
+        if len(ranks) != number:
+            raise ValueError(f"line {number} repeats token {token}")
+    return ranks
+
+
+def _describe(exc: BaseException) -> str:
+    """The first line of the error, with its type unless it is a plain ValueError of ours."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else ""
+    return text if type(exc) is ValueError and text else f"{type(exc).__name__}: {text}".rstrip(": ")
+
+
 class Tokenizer:
     """A tiktoken encoding with nanochat's special tokens, plus what training needs from it (bos id, byte lengths)."""
 
     def __init__(self, mergeable_ranks: dict[bytes, int], pattern: str, special_tokens: dict[str, int]):
         if BOS not in special_tokens:
             raise ConfigError(f"a tokenizer needs the {BOS} special token (has: {', '.join(special_tokens)})")
+        check_vocabulary(mergeable_ranks, pattern, special_tokens)
         self.mergeable_ranks = dict(mergeable_ranks)
         self.pattern = pattern
         self.special_tokens = dict(special_tokens)
@@ -133,30 +185,42 @@ class Tokenizer:
 
     @classmethod
     def load(cls, directory: str | Path) -> Tokenizer:
-        """Read a tokenizer saved by `save`; CheckpointError if the files are missing, corrupt or inconsistent."""
+        """Read a tokenizer saved by `save`; a CheckpointError naming the file if one is missing, damaged or does
+        not match the others.
+
+        Whatever a damaged file makes a library raise stays one line: tiktoken, for one, panics in Rust on ranks it
+        cannot use, and its PanicException derives from BaseException, past every `except Exception`. The ranks
+        are checked before tiktoken sees them (`check_vocabulary`), and anything still raised is caught here.
+        """
         directory = Path(directory)
         missing = [name for name in TOKENIZER_FILES if not (directory / name).is_file()]
         if missing:
             raise CheckpointError(f"no tokenizer in {directory} (missing {', '.join(missing)}); train one with "
                                   "`nanogpt tokenizer train --out DIR`")
+        reading = directory / CONFIG_FILE
         try:
-            config = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
-            ranks = {}
-            for line in (directory / RANKS_FILE).read_text(encoding="ascii").splitlines():
-                token, rank = line.split()
-                ranks[base64.b64decode(token, validate=True)] = int(rank)
-            stored_bytes = json.loads((directory / TOKEN_BYTES_FILE).read_text(encoding="utf-8"))
+            config = json.loads(reading.read_text(encoding="utf-8"))
+            if not isinstance(config, dict):
+                raise ValueError(f"a JSON object expected, found a {type(config).__name__}")
             if config.get("format") != FORMAT:
                 raise ValueError(f"format is {config.get('format')!r}, not {FORMAT!r}")
             if config.get("version") != FORMAT_VERSION:
                 raise ValueError(f"format version {config.get('version')} is not supported (this nanogpt reads "
                                  f"version {FORMAT_VERSION})")
+            reading = directory / RANKS_FILE
+            ranks = _read_ranks(reading)
+            check_ranks(ranks)
+            reading = directory / TOKEN_BYTES_FILE
+            stored_bytes = json.loads(reading.read_text(encoding="utf-8"))
+            reading = directory / CONFIG_FILE
             tokenizer = cls(ranks, config["pattern"], config["special_tokens"])
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
-            raise CheckpointError(f"corrupt tokenizer in {directory}: {exc}") from None
+        except (KeyboardInterrupt, SystemExit, GeneratorExit):
+            raise
+        except BaseException as exc:  # ValueError, KeyError, UnicodeDecodeError, OverflowError, PanicException...
+            raise CheckpointError(f"{reading} is damaged: {_describe(exc)}; {DAMAGED_FIX}") from None
         if tokenizer.fingerprint != config.get("fingerprint") or stored_bytes != tokenizer.token_bytes().tolist():
             raise CheckpointError(f"corrupt tokenizer in {directory}: its files do not match each other "
-                                  "(fingerprint or token byte lengths differ); save it again")
+                                  f"(fingerprint or token byte lengths differ); {DAMAGED_FIX}")
         return tokenizer
 
     # --- using ------------------------------------------------------------------------------------------------------

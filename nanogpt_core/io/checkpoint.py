@@ -16,11 +16,12 @@ safe to open; a folder is written under a temporary name, fsynced and renamed in
 from __future__ import annotations
 
 import base64
-import errno
 import json
 import logging
 import os
 import random
+import re
+import shlex
 import shutil
 import sys
 import tempfile
@@ -41,12 +42,15 @@ from nanogpt_core.files import (
     atomic_write,
     fsync_dir,
     fsync_file,
+    os_error_of,
     sha256_file,
+    write_failure,
     write_json_atomic,
     write_text_atomic,
 )
 from nanogpt_core.model.assembly import build_model
 from nanogpt_core.model.config import GPTConfig
+from nanogpt_core.model.memory import check_memory, sampling_need
 from nanogpt_core.model.use_spec import format_use, resolve_use
 
 FORMAT_VERSION = 1
@@ -160,17 +164,23 @@ def save_checkpoint(
     optimizers: Sequence[torch.optim.Optimizer] | None,
     tokenizer: Any,
     state: dict[str, Any] | None = None,
+    *,
+    resume_command: str | None = None,
 ) -> Path:
     """Write RUN/checkpoints/step_<step>/ atomically and point `latest` at it. Returns the folder.
 
     `model` is the plain (uncompiled) GPT; `state` is any JSON-able training state (loader positions, settings...).
+    Any OS error on the way (a full disk, a file-size or quota limit, a read-only or failing disk), whichever library
+    meets it, leaves the checkpoints as they were and is one CheckpointError naming the last good checkpoint and
+    `resume_command` (default: `nanogpt train --resume RUN`).
     """
     root = Path(run_dir) / CHECKPOINTS_DIR
-    root.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(root)
     final = root / checkpoint_name(step)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{final.name}-", dir=root))
+    tmp = placed = None
     try:
+        root.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temporaries(root)
+        tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{final.name}-", dir=root))
         _write_checkpoint_files(tmp, step, model, optimizers, tokenizer, dict(state or {}))
         fsync_dir(tmp)
         if final.exists():  # saving a step twice (e.g. resumed and saved again): swap the old one out
@@ -181,17 +191,33 @@ def save_checkpoint(
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.rename(tmp, final)
+            placed = final  # complete, but `latest` does not name it yet
         fsync_dir(root)
         write_text_atomic(root / LATEST_FILE, final.name + "\n")
     except BaseException as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            last = latest_checkpoint(run_dir) if (root / LATEST_FILE).is_file() else None
-            kept = f"the last good checkpoint, {last}, is intact" if last else "no earlier checkpoint exists"
-            raise CheckpointError(f"no space left on device while saving {final.name} to {root}; {kept}; free some "
-                                  f"space and continue with: nanogpt train --resume {run_dir}") from exc
-        raise
+        for partial in (tmp, placed):
+            if partial is not None:
+                shutil.rmtree(partial, ignore_errors=True)
+        error = os_error_of(exc)
+        if error is None:
+            raise
+        raise CheckpointError(save_failure_message(error, f"saving {final.name} to {root}", run_dir,
+                                                   resume_command)) from exc
     return final
+
+
+def save_failure_message(error: OSError, doing: str, run_dir: str | Path, resume_command: str | None = None) -> str:
+    """`no space left on device while saving step_N to RUN/checkpoints; the last good checkpoint, ..., is intact;
+    free some space and continue with: nanogpt train --resume RUN`: an OS error met while writing a run's files."""
+    problem, fix = write_failure(error)
+    try:
+        last = latest_checkpoint(run_dir)
+    except CheckpointError:
+        last = None
+    if last is None:
+        return f"{problem} while {doing}; no checkpoint of this run was written yet; {fix} and start the run again."
+    command = resume_command or shlex.join(["nanogpt", "train", "--resume", str(run_dir)])
+    return f"{problem} while {doing}; the last good checkpoint, {last}, is intact; {fix} and continue with: {command}"
 
 
 def _write_checkpoint_files(
@@ -373,11 +399,16 @@ def rng_state(device: torch.device | str | None = None) -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(_decode(state["python"]))
-    torch.set_rng_state(_bytes_tensor(state["torch_cpu"]))
-    cuda = state.get("torch_cuda")
-    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all([_bytes_tensor(s) for s in cuda])
+    """Restore what `rng_state` saved; a damaged state (bad base64, wrong length, wrong types) is a CheckpointError."""
+    try:
+        random.setstate(_decode(state["python"]))
+        torch.set_rng_state(_bytes_tensor(state["torch_cpu"]))
+        cuda = state.get("torch_cuda")
+        if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all([_bytes_tensor(s) for s in cuda])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"the random-number state in {STATE_FILE} is damaged ({type(exc).__name__}: {exc}); "
+                              f"resume from another checkpoint of the run.") from exc
 
 
 def _bytes_tensor(b64: str) -> torch.Tensor:
@@ -395,8 +426,7 @@ def load_checkpoint(
     state = _read_state(folder)
     _verify_checksums(folder, state)
     weights, meta = _read_safetensors(folder / MODEL_FILE, device)
-    version = int(meta.get("nanogpt_format_version", "0") or 0)
-    _check_version(version, folder / MODEL_FILE)
+    _check_version(meta.get("nanogpt_format_version", "0"), folder / MODEL_FILE)
     if meta.get("kind") != "nanogpt.model":
         raise CheckpointError(f"{folder / MODEL_FILE} is a safetensors file but not a nanogpt model (no metadata).")
     try:
@@ -404,17 +434,19 @@ def load_checkpoint(
         use = json.loads(meta["use"])
         step = int(meta["step"])
         fingerprint = meta["tokenizer_fingerprint"]
-    except (KeyError, ValueError, NanoGPTError) as exc:
+    except (KeyError, ValueError, TypeError, NanoGPTError) as exc:
         raise CheckpointError(f"{folder / MODEL_FILE} has unreadable metadata ({exc}).") from exc
+    _check_weights(folder / MODEL_FILE, config, weights)
     optimizer_states = None
     if load_optimizer:
         if not (folder / OPTIM_FILE).is_file():
             raise CheckpointError(f"{folder} has no {OPTIM_FILE}, so training cannot resume from it.")
         tensors, opt_meta = _read_safetensors(folder / OPTIM_FILE, device)
-        _check_version(int(opt_meta.get("nanogpt_format_version", "0") or 0), folder / OPTIM_FILE)
+        _check_version(opt_meta.get("nanogpt_format_version", "0"), folder / OPTIM_FILE)
+        _check_finite(folder / OPTIM_FILE, tensors)
         try:
             optimizer_states = optimizer_state_from_flat(tensors, json.loads(opt_meta["optimizers"]))
-        except (KeyError, ValueError, TypeError) as exc:
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:
             raise CheckpointError(f"{folder / OPTIM_FILE} has unreadable metadata ({exc}).") from exc
     return Checkpoint(folder, step, config, use, fingerprint, weights, optimizer_states, state)
 
@@ -427,11 +459,73 @@ def _read_state(folder: Path) -> dict[str, Any]:
         state = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{path} is not valid JSON ({exc}); the checkpoint is corrupt.") from exc
-    _check_version(int(state.get("format_version", 0)), path)
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} holds a JSON {type(state).__name__} where nanogpt writes an object; the "
+                              f"checkpoint is damaged: use another checkpoint of the run.")
+    _check_version(state.get("format_version", 0), path)
+    files = state.get("files", {})
+    if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+        raise CheckpointError(f"{path} has a damaged 'files' entry (file name -> sha256 expected); use another "
+                              f"checkpoint of the run.")
     return state
 
 
-def _check_version(version: int, path: Path) -> None:
+# What resuming reads from state.json (`nanogpt_core.train.loop._restore`), and the type each must have.
+TRAINING_STATE = {"settings": dict, "train_loader": dict, "rng": dict, "loop": dict}
+RNG_STATE_KEYS = ("python", "torch_cpu")
+
+
+def check_training_state(ckpt: Checkpoint) -> None:
+    """Refuse, in one line, a checkpoint whose state.json lacks (or garbles) what resuming it needs."""
+    path = ckpt.path / STATE_FILE
+    if not ckpt.state:
+        raise CheckpointError(f"{ckpt.path} has no training state ({STATE_FILE}); it can be sampled "
+                              f"(nanogpt sample {shlex.quote(str(ckpt.path))}) but not resumed.")
+    for key, kind in TRAINING_STATE.items():
+        if not isinstance(ckpt.state.get(key), kind):
+            found = "missing" if key not in ckpt.state else f"a {type(ckpt.state[key]).__name__}"
+            raise CheckpointError(f"{path} is damaged: its {key!r} entry is {found} ({kind.__name__} expected); "
+                                  f"resume from another checkpoint of the run.")
+    missing = [key for key in RNG_STATE_KEYS if key not in ckpt.state["rng"]]
+    if missing:
+        raise CheckpointError(f"{path} is damaged: its 'rng' entry lacks {missing[0]!r}; resume from another "
+                              f"checkpoint of the run.")
+
+
+_LAYER_KEY = re.compile(r"transformer\.h\.(\d+)\.")
+
+
+def _check_weights(path: Path, config: GPTConfig, weights: dict[str, torch.Tensor]) -> None:
+    """The weights the metadata's config implies, before a model of that config is allocated: a config edited to
+    100000 layers must not make `sample` allocate until it dies. Then every weight must be finite."""
+    for name in ("transformer.wte.weight", "lm_head.weight"):
+        tensor = weights.get(name)
+        if tensor is None:
+            raise CheckpointError(f"{path} has no {name}; the checkpoint is damaged.")
+        if tuple(tensor.shape) != (config.vocab_size, config.n_embd):
+            raise CheckpointError(f"{path} is damaged: its metadata says vocab_size {config.vocab_size} and n_embd "
+                                  f"{config.n_embd}, but {name} is {tuple(tensor.shape)}.")
+    layers = {int(m.group(1)) for name in weights if (m := _LAYER_KEY.match(name))}
+    if layers != set(range(config.n_layer)):
+        raise CheckpointError(f"{path} is damaged: its metadata says n_layer {config.n_layer}, but its weights "
+                              f"hold {len(layers)} layer(s).")
+    _check_finite(path, weights)
+
+
+def _check_finite(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"{path} holds NaN or Inf in {name}; nothing can be sampled or trained from it: "
+                                  f"use an earlier checkpoint of the run.")
+
+
+def _check_version(value: Any, path: Path) -> None:
+    """A format version as nanogpt writes it (an int in JSON, a digit string in safetensors metadata)."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise CheckpointError(f"{path} has format version {value!r}, not a whole number; the file is damaged.")
+    version = value
     if version > FORMAT_VERSION:
         raise CheckpointError(f"{path} has checkpoint format version {version}, newer than this nanogpt reads "
                               f"({FORMAT_VERSION}); upgrade nanogpt.")
@@ -493,6 +587,8 @@ def load_model(path: str | Path, use: Any = None, device: str | torch.device | N
     if chosen != recorded:
         log.warning("Loading %s with --use %s (trained with %s); weights are shared by contract.",
                     ckpt.path, format_use(chosen), format_use(recorded))
+    check_memory(sampling_need(ckpt.config), dev, f"this model ({ckpt.path})", "sample on a device with more "
+                 "memory (e.g. --device cpu when the GPU is too small)")
     model = build_model(ckpt.config, use=chosen, device=dev)
     load_model_state(model, ckpt.model_state)
     model.eval()
@@ -506,10 +602,7 @@ def load_tokenizer(ckpt: Checkpoint):
     """The checkpoint's tokenizer, refused if it is not the one the weights were trained with."""
     if not ckpt.tokenizer_dir.is_dir():
         raise CheckpointError(f"{ckpt.path} has no {TOKENIZER_DIR}/ folder; the checkpoint is incomplete.")
-    try:
-        tokenizer = Tokenizer.load(str(ckpt.tokenizer_dir))
-    except NanoGPTError as exc:
-        raise CheckpointError(f"{ckpt.tokenizer_dir}: {exc}") from exc
+    tokenizer = Tokenizer.load(str(ckpt.tokenizer_dir))  # a damaged file is one line naming it
     if tokenizer.fingerprint != ckpt.tokenizer_fingerprint:
         raise CheckpointError(f"{ckpt.tokenizer_dir} is not the tokenizer these weights were trained with "
                               f"(fingerprint {tokenizer.fingerprint} != {ckpt.tokenizer_fingerprint}).")

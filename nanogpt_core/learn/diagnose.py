@@ -38,7 +38,7 @@ MAX_LOCALS = 8
 
 @dataclass
 class Diagnosis:
-    kind: str  # "todo", "shape", "device", "dtype", "nonfinite", "attribute", "signature", "none-returned", "error"
+    kind: str  # todo, shape, device, dtype, nonfinite, attribute, signature, none-returned, exit, error
     component: str | None  # None when the error surfaced outside any component but suspects are known
     impl_set: str | None
     method: str | None  # "forward", "__init__", "apply", ...
@@ -148,6 +148,8 @@ HINTS = {
     "signature": "The call does not match the contract's signature: keep the parameters (and keyword-only "
                  "arguments after `*`) exactly as the skeleton declares them.",
     "none-returned": "A method returned None: did you forget the `return` at the end?",
+    "exit": "A component must never end the program: sys.exit() (or exit()) inside it stops the run without "
+            "saving and without saying why. Raise an exception with a message instead.",
     "error": "Compare this method with the reference file, line by line.",
 }
 
@@ -156,6 +158,8 @@ def classify(exc: BaseException) -> str:
     text = str(exc)
     if isinstance(exc, NotImplementedError) and TODO_PREFIX in text:
         return "todo"
+    if isinstance(exc, SystemExit):
+        return "exit"
     if "NoneType" in text:
         return "none-returned"
     if isinstance(exc, AttributeError):

@@ -74,7 +74,7 @@ def import_component(module_name: str, component: str) -> Any:
     where = module_name.replace("nanogpt_impls.", "impls/").replace(".", "/") + ".py"
     try:
         module = importlib.import_module(module_name)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # sys.exit() at import is that file's failure, not the program's end
         return _placeholder(component, where, _problem(exc))
     return _checked(component, module, where)
 
@@ -91,7 +91,7 @@ def load_set_from_dir(impl_set: str, directory: Path, components: list[str] | No
             module = importlib.util.module_from_spec(spec)
             sys.modules[module_name] = module  # dataclasses and pickling look modules up by name
             spec.loader.exec_module(module)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
             loaded[component] = _placeholder(component, str(path), _problem(exc))
         else:
             loaded[component] = _checked(component, module, str(path))

@@ -49,7 +49,9 @@ def load_plugins() -> None:
             pm.register(module, name=module_name)
     try:
         pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
-    except Exception as exc:  # a broken third-party plugin must not take the whole tool down silently
+    # A broken plugin must not take the whole tool down silently, nor end it with its own sys.exit("needs CUDA")
+    # and no word of who said so.
+    except (Exception, SystemExit) as exc:
         _loaded = False
         raise RegistryError(f"{_failed_entry_point()} failed to import ({type(exc).__name__}: {exc}); fix it, or "
                             f"uninstall it with pip to run without it.") from exc
@@ -94,7 +96,7 @@ def collect_registrations() -> dict[tuple[str, str], Registration]:
             impl.function(register=register)
         except RegistryError:
             raise
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
             raise RegistryError(f"plugin {plugin!r} failed while registering components ({type(exc).__name__}: "
                                 f"{exc}); fix its register_components hook, or uninstall it with pip.") from exc
     return found

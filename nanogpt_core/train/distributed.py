@@ -174,18 +174,19 @@ def mean_over_ranks(value: float, device: torch.device) -> float:
     return t.item() / dist.get_world_size()
 
 
-def any_rank(flag: bool, device: torch.device) -> bool:
-    """True on every rank if `flag` is True on any: decisions that change the control flow must be unanimous.
+def max_over_ranks(value: int, device: torch.device) -> int:
+    """The largest of a per-rank integer, on every rank: decisions that change the control flow must be unanimous.
 
-    Ctrl-C reaches torchrun, which forwards SIGINT to each worker one after the other; a rank that stopped a step
-    before the others would leave them waiting in the next gradient all-reduce. Asking at every step boundary
-    makes all ranks stop at the same one.
+    Ctrl-C reaches torchrun, which forwards SIGINT to each worker one after the other (and SIGTERM the same way); a
+    rank that stopped a step before the others would leave them waiting in the next gradient all-reduce. Asking at
+    every step boundary (with the signal's number, 0 for none) makes all ranks stop at the same one, for the same
+    reason.
     """
     if not active():
-        return flag
-    t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device)
+        return value
+    t = torch.tensor([value], dtype=torch.int64, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
+    return int(t.item())
 
 
 def weights_digest(model: torch.nn.Module) -> str:

@@ -21,6 +21,12 @@ A run is a folder (default runs/<timestamp>): config.json, metrics.jsonl, sample
 checkpoints/. Resuming restores weights, optimizer state, the loader's position and the RNG, so on CPU a resumed run
 reproduces the losses of an uninterrupted one exactly.
 
+Real life, before and around the phases (docs/reliability.md): every setting, and the memory the model needs, is
+checked before any work (`settings.validate_settings`, `settings.check_training_memory`); the folder is locked for
+this run and left as it was found if the run stops before its first step (`files.RunFolder`); Ctrl-C and SIGTERM
+stop at the next step boundary with a checkpoint (`_StopRequest`, exit 130 or 143); an OS error while writing is
+one line naming the last good checkpoint.
+
 Under `torchrun --nproc_per_node=N -m nanogpt_cli train` each process runs this loop as one rank of a data-parallel
 job (`nanogpt_core.train.distributed`, docs/distributed.md): DDP averages the gradients, the loss and bpb are
 combined over ranks, and rank 0 alone logs, samples and saves.
@@ -33,6 +39,7 @@ import hashlib
 import math
 import os
 import random
+import shlex
 import signal
 import threading
 import time
@@ -47,11 +54,14 @@ from nanogpt_core.data.corpus import load_documents, split_documents
 from nanogpt_core.data.loader import TokenLoader, tokenize_documents
 from nanogpt_core.data.tokenizer import DEFAULT_VOCAB_SIZE, TOKENIZER_DIR, Tokenizer, has_tokenizer, tokenizer_folder
 from nanogpt_core.device import autocast_context, configure_device, peak_flops, resolve_device, synchronize
-from nanogpt_core.errors import CheckpointError, ConfigError, DataError, TrainingError
+from nanogpt_core.errors import CheckpointError, ConfigError, DataError, NanoGPTError, TrainingError
 from nanogpt_core.evals import evaluate_core, load_bundle
-from nanogpt_core.files import timestamped_folder, write_json_atomic
+from nanogpt_core.files import WRITE_FIXES, RunFolder, os_error_of, timestamped_folder, write_json_atomic
+from nanogpt_core.inspection.snapshots import INSPECT_DIR
 from nanogpt_core.io.checkpoint import (
+    CHECKPOINTS_DIR,
     Checkpoint,
+    check_training_state,
     latest_checkpoint,
     load_checkpoint,
     load_model_state,
@@ -60,6 +70,7 @@ from nanogpt_core.io.checkpoint import (
     rng_state,
     run_dir_of,
     save_checkpoint,
+    save_failure_message,
     set_rng_state,
 )
 from nanogpt_core.model import trace
@@ -67,11 +78,11 @@ from nanogpt_core.model.assembly import GPT, build_model, check_optimizer_covera
 from nanogpt_core.train.bpb import validation_bpb
 from nanogpt_core.train.distributed import (
     Ranks,
-    any_rank,
     barrier,
     broadcast_from_main,
     check_every_parameter_used,
     data_parallel,
+    max_over_ranks,
     mean_over_ranks,
     process_group,
     rank_device,
@@ -80,53 +91,79 @@ from nanogpt_core.train.distributed import (
 from nanogpt_core.train.inspect_hook import HOOK_NAME as INSPECT_HOOK
 from nanogpt_core.train.inspect_hook import AttentionSnapshots
 from nanogpt_core.train.plots import PLOT_FILE, plot_losses
-from nanogpt_core.train.run_log import MetricSink, RunLog, read_metrics, truncate_metrics
+from nanogpt_core.train.run_log import METRICS_FILE, SAMPLES_FILE, MetricSink, RunLog, read_metrics
 from nanogpt_core.train.sampling import SAMPLE_MAX_TOKENS, SAMPLE_PROMPTS, complete
 from nanogpt_core.train.settings import (
     CONFIG_FILE,
     TrainResult,
     TrainSettings,
+    check_training_memory,
     grad_accum_steps,
     model_config,
     saved_settings,
+    validate_settings,
 )
 from nanogpt_core.train.step import accumulate_gradients, optimizer_step
-from nanogpt_core.train.trackers import tracker_sinks
+from nanogpt_core.train.trackers import TENSORBOARD_DIR, WANDB_DIR, tracker_sinks
 
 SMOOTHING = 0.9  # EMA factor of the logged loss, as nanochat's
+# What a run writes at the top of its folder (what a run that stops before its first step takes away again)
+# what a run may add to its folder (removed again, in a folder it did not make, if it stops before its first step)
+RUN_FILES = (CONFIG_FILE, METRICS_FILE, SAMPLES_FILE, PLOT_FILE, TOKENIZER_DIR, CHECKPOINTS_DIR, TENSORBOARD_DIR,
+             WANDB_DIR, INSPECT_DIR)
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C: the run saved a checkpoint at a step boundary (`checkpoint`, None if it could not) and stopped."""
+    """Ctrl-C (SIGINT) or SIGTERM: the run saved a checkpoint at a step boundary (`checkpoint`, None if it could not
+    or had not started training) and stopped. `exit_code` is the shell's 128 + the signal: 130 or 143."""
 
-    def __init__(self, step: int, checkpoint: Path | None) -> None:
-        super().__init__(f"interrupted at step {step}")
+    def __init__(self, step: int, checkpoint: Path | None, signum: int = signal.SIGINT) -> None:
+        super().__init__(f"{signal.Signals(signum).name} at step {step}")
         self.step = step
         self.checkpoint = checkpoint
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C; what SLURM, Kubernetes and `kill` send before SIGKILL
 
 
 class _StopRequest:
-    """Ctrl-C during training: the first asks to stop at the next step boundary (and save), the second stops now."""
+    """SIGINT (Ctrl-C) and SIGTERM during a run. Before training starts there is nothing to save, so a signal stops
+    at once; once the loop is `deferring`, the first signal asks to stop at the next step boundary (and save), and
+    a second one stops now. The signal's number decides the exit code (130 or 143)."""
 
-    def __init__(self, log: RunLog) -> None:
-        self.requested = False
-        self._log = log
-        self._previous = None
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.deferring = False
+        self.log: RunLog | None = None
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
 
     def __enter__(self) -> _StopRequest:
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._previous = {signum: signal.signal(signum, self._handle) for signum in STOP_SIGNALS}
         return self
 
     def _handle(self, signum, frame) -> None:
+        if not self.deferring:
+            raise TrainingInterrupted(0, None, signum)
         if self.requested:
             raise KeyboardInterrupt
-        self.requested = True
-        self._log.note("Ctrl-C: stopping after this step and saving a checkpoint (Ctrl-C again to stop now).")
+        self.signum = signum
+        if self.log is not None:
+            name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+            self.log.note(f"{name}: stopping after this step and saving a checkpoint ({name} again to stop now).")
 
     def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
 
 
 @dataclass
@@ -146,6 +183,8 @@ class Run:
     train_loader: TokenLoader
     accum: int
     resumed_from: Path | None = None
+    folder: RunFolder | None = None  # rank 0's lock on the run folder (None on the other ranks)
+    config_record: dict[str, Any] | None = None  # config.json, written once the run has something to keep
     train_model: torch.nn.Module | None = None  # the model the steps run: compiled and/or DDP-wrapped
     start_step: int = 0
     # counters a checkpoint keeps, so a resumed run continues its smoothing, timing and best bpb
@@ -205,47 +244,85 @@ def train(
     """
     wall_start = time.time()
     ranks = ranks or Ranks.from_env()
-    device = rank_device(resolve_device(settings.device), ranks)
-    configure_device(device)
     ckpt = resume if isinstance(resume, Checkpoint) or resume is None else load_checkpoint(resume)
-    with process_group(ranks, device):
-        run = _prepare(settings, ckpt, ranks, device, stream, progress_bar, sinks)
+    if ckpt is not None:
+        check_training_state(ckpt)
+    # every flag checked, and the memory the model needs, before any folder, data, tokenizer or tensor
+    config = validate_settings(settings, ranks.world_size, None if ckpt is None else ckpt.step)
+    device = rank_device(resolve_device(settings.device), ranks)
+    check_training_memory(settings, config if ckpt is None else ckpt.config, device, _processes_sharing(device, ranks),
+                          resuming=ckpt is not None)
+    configure_device(device)
+    with _StopRequest() as stop, process_group(ranks, device), _claim_run_folder(settings, ckpt, ranks) as folder:
+        run = _prepare(settings, ckpt, folder, ranks, device, stream, progress_bar, sinks)
+        stop.log = run.log
         try:
             if ckpt is not None:
                 _restore(run, ckpt)
                 del ckpt
-            result = _loop(run, on_step, [*_settings_hooks(run), *hooks])
+            result = _loop(run, stop, on_step, [*_settings_hooks(run), *hooks])
+        except Exception as exc:
+            failure = _write_failure(exc, run)
+            if failure is None:
+                raise
+            raise failure from exc
         finally:
             run.log.close()
     result.wall_time_s = time.time() - wall_start
     return result
 
 
+def _processes_sharing(device: torch.device, ranks: Ranks) -> int:
+    """How many processes of this run share the device's memory: each GPU has one rank, CPU ranks share the RAM."""
+    if device.type == "cuda":
+        return 1
+    return int(os.environ.get("LOCAL_WORLD_SIZE", ranks.world_size) or 1)
+
+
+def _claim_run_folder(settings: TrainSettings, ckpt: Checkpoint | None, ranks: Ranks):
+    """The run folder, locked for this run (rank 0 alone writes it): --out, the resumed run's, or a new
+    runs/<timestamp>."""
+    if not ranks.is_main:
+        return contextlib.nullcontext(None)
+    writes = RUN_FILES
+    if settings.out:
+        return RunFolder(settings.out, writes=writes)
+    if ckpt is not None:
+        return RunFolder(run_dir_of(ckpt.path), writes=writes)
+    return RunFolder(timestamped_folder(), fresh=True, writes=writes)
+
+
+def _write_failure(exc: Exception, run: Run) -> CheckpointError | None:
+    """A full disk (or a quota, a file-size limit, a read-only disk) met while writing the run's logs, plot or
+    config: one CheckpointError naming the last good checkpoint. None for any other error."""
+    error = None if isinstance(exc, NanoGPTError) else os_error_of(exc)
+    if error is None or error.errno not in WRITE_FIXES:
+        return None
+    return CheckpointError(save_failure_message(error, f"writing the run's files in {run.run_dir}", run.run_dir,
+                                                _resume_command(run)))
+
+
 # --- preparing ---------------------------------------------------------------------------------------------------
 
 
-def _prepare(settings: TrainSettings, ckpt: Checkpoint | None, ranks: Ranks, device: torch.device, stream,
-             progress_bar: bool | None, sinks: Sequence[MetricSink] = ()) -> Run:
-    """Check the settings, make the run folder, read the data, find the tokenizer, build the model and optimizers."""
+def _prepare(settings: TrainSettings, ckpt: Checkpoint | None, folder: RunFolder | None, ranks: Ranks,
+             device: torch.device, stream, progress_bar: bool | None, sinks: Sequence[MetricSink] = ()) -> Run:
+    """The run folder, the data and the tokenizer, the model and optimizers (the settings are checked already)."""
     resumed_from = ckpt.path if ckpt is not None else None
-    run_dir = Path(settings.out) if settings.out else (run_dir_of(resumed_from) if resumed_from else
-                                                        timestamped_folder())
-    run_dir = Path(broadcast_from_main(str(run_dir)))  # a timestamped default is rank 0's, not each rank's clock
+    run_dir = Path(broadcast_from_main(str(folder.path) if folder is not None else ""))  # rank 0's folder everywhere
     if ckpt is None and _has_checkpoint(run_dir):
-        raise ConfigError(f"{run_dir} already holds a run with checkpoints; continue it with --resume {run_dir} "
-                          f"(or --resume auto), or choose another --out.")
+        raise ConfigError(f"{run_dir} already holds a run with checkpoints; continue it with --resume "
+                          f"{shlex.quote(str(run_dir))} (or --resume auto), or choose another --out.")
     trackers = tracker_sinks(settings.log, run_dir, resuming=ckpt is not None) if ranks.is_main else []
     log = RunLog(run_dir, settings.num_iterations, enabled=ranks.is_main, stream=stream, progress_bar=progress_bar,
                  sinks=[*sinks, *trackers])
-    if ranks.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
+    if ckpt is None and folder is not None:  # an earlier run here stopped before its first checkpoint
+        aside = folder.set_aside([CONFIG_FILE, METRICS_FILE, SAMPLES_FILE, PLOT_FILE])  # its tokenizer is reused
+        if aside is not None:
+            log.note(f"Note: {run_dir} held the files of an earlier run that saved no checkpoint; moved them to "
+                     f"{aside}, so this run starts clean.")
     accum = grad_accum_steps(settings.total_batch_size, settings.device_batch_size, settings.max_seq_len,
                              ranks.world_size)
-    if settings.num_iterations < 0:
-        raise ConfigError(f"--num-iterations must be >= 0, got {settings.num_iterations}.")
-    if settings.debug_layer is not None and not settings.debug:
-        settings.debug = "flow"  # --debug-layer alone: the trace of that layer
-    settings.debug = trace.normalize_mode(settings.debug)
     random.seed(settings.seed)
     torch.manual_seed(settings.seed)
 
@@ -268,7 +345,7 @@ def _prepare(settings: TrainSettings, ckpt: Checkpoint | None, ranks: Ranks, dev
     if ckpt is not None and ckpt.config != config:
         raise CheckpointError(f"the checkpoint's model {ckpt.config.to_dict()} is of another shape than these "
                               f"settings give ({config.to_dict()}).")
-    trace.check_layer(settings.debug_layer, config.n_layer)
+    check_training_memory(settings, config, device, _processes_sharing(device, ranks), resuming=ckpt is not None)
     model = build_model(config, use=settings.use, device=device, trace=settings.debug,
                         trace_layer=settings.debug_layer)
     with trace.tracing(model, settings.debug, layer=settings.debug_layer):
@@ -278,7 +355,7 @@ def _prepare(settings: TrainSettings, ckpt: Checkpoint | None, ranks: Ranks, dev
     train_loader = TokenLoader(train_tokens, settings.device_batch_size, settings.max_seq_len, rank=ranks.rank,
                                world_size=ranks.world_size, device=device)
     return Run(settings, ranks, device, run_dir, log, tokenizer, train_tokens, val_tokens, model, optimizers,
-                train_loader, accum, resumed_from)
+               train_loader, accum, resumed_from, folder=folder)
 
 
 def _settings_hooks(run: Run) -> list[StepHook]:
@@ -340,7 +417,8 @@ def _tokenizer_of_size(folder: Path, vocab_size: int | None, alternative: str) -
 
 def _restore(run: Run, ckpt: Checkpoint) -> None:
     """Continue from a checkpoint: weights, optimizer state (this run's learning-rate flags win), the loader's
-    position, the RNG and the loop's counters; metrics of steps after the checkpoint are cut from metrics.jsonl."""
+    position, the RNG and the loop's counters; metrics of steps after the checkpoint are cut from metrics.jsonl
+    (at the run's first write, so a resume that fails before it leaves the file as it was)."""
     load_model_state(run.model, ckpt.model_state)
     initial_lrs = [[g["initial_lr"] for g in opt.param_groups] for opt in run.optimizers]
     load_optimizer_states(run.optimizers, ckpt.optimizer_states)
@@ -349,13 +427,13 @@ def _restore(run: Run, ckpt: Checkpoint) -> None:
             group["initial_lr"] = lr
     run.train_loader.load_state_dict(ckpt.state["train_loader"])
     set_rng_state(ckpt.state["rng"])
-    run.loop.update(ckpt.state.get("loop", {}))
+    run.loop.update(ckpt.state["loop"])
     run.start_step = ckpt.step
     if ckpt.state.get("train_tokens_digest") not in (None, _tokens_digest(run.train_tokens)):
         run.log.note("Warning: the training tokens differ from the checkpoint's (data or Python version changed); "
                      "the loader position no longer points at the same text.")
-    if run.ranks.is_main:
-        truncate_metrics(run.run_dir, run.start_step)
+    # metrics.jsonl loses what this run writes again, at its first write
+    run.log.resume_at(run.start_step, redone=["eval"] if _evaluates_at(run, run.start_step) else [])
     run.log.note(f"Resuming from {ckpt.path} at step {run.start_step}")
 
 
@@ -404,9 +482,22 @@ def _save(run: Run, step: int, train_loader_state: dict[str, int]) -> Path:
         "train_tokens_digest": _tokens_digest(run.train_tokens),
         "world_size": run.ranks.world_size,
     }
-    path = save_checkpoint(run.run_dir, step, run.model, run.optimizers, run.tokenizer, state)
+    path = save_checkpoint(run.run_dir, step, run.model, run.optimizers, run.tokenizer, state,
+                           resume_command=_resume_command(run))
+    _keep(run)  # from now on the folder holds a checkpoint
     plot_losses(read_metrics(run.run_dir), run.run_dir / PLOT_FILE)
     return path
+
+
+def _keep(run: Run) -> None:
+    """The run has something worth keeping (a step, a checkpoint): the folder is never undone from now on, and
+    config.json describes this run. (Until then a resumed run that fails leaves its folder as it was, the earlier
+    config.json included.)"""
+    if run.folder is None or run.config_record is None:
+        return
+    run.folder.keep()
+    write_json_atomic(run.run_dir / CONFIG_FILE, run.config_record)
+    run.config_record = None
 
 
 def _take_step(run: Run, step: int, result: TrainResult, in_update: list[bool]) -> dict[str, Any]:
@@ -449,14 +540,15 @@ def _take_step(run: Run, step: int, result: TrainResult, in_update: list[bool]) 
 # --- the loop ----------------------------------------------------------------------------------------------------
 
 
-def _loop(run: Run, on_step: Callable[[int, dict[str, Any]], None] | None, hooks: Sequence[StepHook] = ()
-          ) -> TrainResult:
+def _loop(run: Run, stop: _StopRequest, on_step: Callable[[int, dict[str, Any]], None] | None,
+          hooks: Sequence[StepHook] = ()) -> TrainResult:
     s, ranks, log, loop = run.settings, run.ranks, run.log, run.loop
     run.train_model = _wrap_for_training(run)
     run.flops_per_token, run.peak_flops = run.model.estimate_flops(), peak_flops(run.device)
     run.token_bytes = run.tokenizer.token_bytes().to(run.device)
     if ranks.is_main:
-        _write_config(run)
+        run.config_record = _config_record(run)
+        log.config(run.config_record)
     config = run.model.config
     heads = f"{config.n_head} head{'s' if config.n_head > 1 else ''}"
     log.note(f"Model: {run.model.use_spec} | {run.model.num_params():,} parameters | depth {config.n_layer}, width "
@@ -475,17 +567,20 @@ def _loop(run: Run, on_step: Callable[[int, dict[str, Any]], None] | None, hooks
     boundary_loader_state = run.train_loader.state_dict()
     in_update = [False]
     log.start(run.start_step)
+    stop.deferring = True  # from here a signal stops at the next step boundary, with a checkpoint
+    signum = None
     try:
-        with _StopRequest(log) as stop, contextlib.ExitStack() as first_forward:
+        with contextlib.ExitStack() as first_forward:
             # --debug traces the run's first forward, wherever it is: the step-0 evaluation's, or the first step's
             # (a component that fails in its forward fails there first, and its trace is what the learner needs)
             first_forward.enter_context(trace.tracing(run.model, s.debug, layer=s.debug_layer))
             while True:
                 last_step = step == s.num_iterations
-                if any_rank(stop.requested, run.device):  # every rank stops at the same step boundary
+                signum = max_over_ranks(stop.signum or 0, run.device)  # every rank stops at the same step boundary
+                if signum:
                     raise KeyboardInterrupt
                 # evaluate (every rank takes part), sample and save (rank 0), as nanochat's loop does
-                if last_step or step == run.start_step == 0 or (s.eval_every > 0 and step % s.eval_every == 0):
+                if _evaluates_at(run, step):
                     bpb = _evaluate(run)
                     log.metrics({"type": "eval", "step": step, "val_bpb": bpb, "train_time_s": loop["train_time_s"]})
                     log.note(f"step {step:05d} | val bpb {bpb:.4f}")
@@ -505,20 +600,23 @@ def _loop(run: Run, on_step: Callable[[int, dict[str, Any]], None] | None, hooks
                 record = _take_step(run, step, result, in_update)
                 first_forward.close()
                 log.step(record)
+                _keep(run)  # a step taken: the folder's metrics are worth keeping even without a checkpoint
                 step += 1
                 boundary_loader_state = run.train_loader.state_dict()
                 if on_step is not None:
                     on_step(step - 1, record)
     except KeyboardInterrupt as exc:
         log.stop()
+        signum = signum or stop.signum or signal.SIGINT
         path = None
         if ranks.is_main and not in_update[0]:
             # micro-steps of an unfinished step leave weights and optimizer untouched: save the boundary state
             run.model.zero_grad(set_to_none=True)
             path = _save(run, step, boundary_loader_state)
-            log.note(f"Interrupted at step {step}: checkpoint saved to {path}")
-            log.note(f"Continue with: {_launcher(ranks)} train --resume {run.run_dir}")
-        raise TrainingInterrupted(step, path) from exc
+            why = "Interrupted" if signum == signal.SIGINT else f"Stopped by {signal.Signals(signum).name}"
+            log.note(f"{why} at step {step}: checkpoint saved to {path}")
+            log.note(f"Continue with: {_resume_command(run)}")
+        raise TrainingInterrupted(step, path, signum) from exc
     finally:
         log.stop()
     _finish(run, result, step)
@@ -550,6 +648,12 @@ def _core_hooks(run: Run) -> list[StepHook]:
                 "accuracy": {t.label: t.accuracy for t in result.tasks}}
 
     return [StepHook("core", s.core_metric_every, core_metric, all_ranks=True)]
+
+
+def _evaluates_at(run: Run, step: int) -> bool:
+    """Val bpb at step 0, every eval_every steps and at the end."""
+    s = run.settings
+    return step == s.num_iterations or step == run.start_step == 0 or (s.eval_every > 0 and step % s.eval_every == 0)
 
 
 def _run_hook(run: Run, hook: StepHook, step: int) -> None:
@@ -588,6 +692,11 @@ def _finish(run: Run, result: TrainResult, step: int) -> None:
         result.tokens_per_sec = len(run.step_times) * run.settings.total_batch_size / result.train_time_s
 
 
+def _resume_command(run: Run) -> str:
+    """The command that continues this run, quoted so that it can be pasted into a shell as it is printed."""
+    return f"{_launcher(run.ranks)} train --resume {shlex.quote(str(run.run_dir))}"
+
+
 def _launcher(ranks: Ranks) -> str:
     """The command that started this run: plain `nanogpt`, or torchrun with as many processes per node."""
     if not ranks.is_distributed:
@@ -612,8 +721,8 @@ def _divergence_message(step: int, loss: float, result: TrainResult, settings: T
     return f"loss became {loss} at step {step}; {cause}. Last good checkpoint: {where}."
 
 
-def _write_config(run: Run) -> None:
-    """config.json: the model, the settings and the machine; the run log's sinks get the same."""
+def _config_record(run: Run) -> dict[str, Any]:
+    """What config.json holds: the model, the settings and the machine (the run log's sinks get the same)."""
     model = run.model
     config = {
         "model": model.config.to_dict(),
@@ -628,6 +737,5 @@ def _write_config(run: Run) -> None:
         "device": str(run.device),
         "torch": torch.__version__,
     }
-    write_json_atomic(run.run_dir / CONFIG_FILE, config)
-    run.log.config(config)
+    return config
 

@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
+from nanogpt_core.files import write_text_atomic
+
 METRICS_FILE = "metrics.jsonl"
 SAMPLES_FILE = "samples.txt"
 
@@ -49,8 +51,11 @@ def format_step_line(record: dict[str, Any], num_iterations: int) -> str:
     return " | ".join(parts)
 
 
-def truncate_metrics(run_dir: str | Path, before_step: int) -> None:
-    """Drop records of steps >= before_step: a resumed run rewrites them, so the file never holds a step twice."""
+def truncate_metrics(run_dir: str | Path, before_step: int, redone: Sequence[str] = ("eval",)) -> None:
+    """Drop what a run resumed at `before_step` writes again, so the file never holds a step twice: every record of
+    a later step, the training step `before_step` itself, and the records of types `redone` at `before_step`. (An
+    evaluation at the checkpoint's step came before the save, so it stays unless the resumed run evaluates there
+    again.) Rewritten atomically: a crash (or a full disk) leaves the old file, never half of it."""
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
         return
@@ -60,9 +65,12 @@ def truncate_metrics(run_dir: str | Path, before_step: int) -> None:
             record = json.loads(line)
         except ValueError:
             continue  # a line cut short by a crash
-        if isinstance(record, dict) and record.get("step", 0) < before_step:
+        step = record.get("step", 0) if isinstance(record, dict) else None
+        if not isinstance(step, int):
+            continue
+        if step < before_step or (step == before_step and record.get("type") not in ("train", *redone)):
             kept.append(line)
-    path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    write_text_atomic(path, "".join(line + "\n" for line in kept))
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
@@ -110,6 +118,7 @@ class RunLog:
         self._progress = None
         self._task = None
         self._use_bar = progress_bar
+        self._cut_from: tuple[int, tuple[str, ...]] | None = None
 
     # --- console ---------------------------------------------------------------------------------------------
 
@@ -165,9 +174,18 @@ class RunLog:
         for sink in self.sinks:
             sink.start(config)
 
+    def resume_at(self, step: int, redone: Sequence[str] = ()) -> None:
+        """The run continues from `step`: before its first record, metrics.jsonl loses what the run writes again
+        (`truncate_metrics`: later steps, training step `step`, and the types in `redone` at `step`), so every step
+        appears once; a resume that fails before writing anything leaves the file as it was."""
+        self._cut_from = (step, tuple(redone))
+
     def metrics(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
+        if self.run_dir is not None and self._cut_from is not None:
+            truncate_metrics(self.run_dir, *self._cut_from)
+            self._cut_from = None
         if self.run_dir is not None:
             with open(self.run_dir / METRICS_FILE, "a", encoding="utf-8") as f:
                 f.write(json.dumps(record, sort_keys=True) + "\n")

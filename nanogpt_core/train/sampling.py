@@ -7,9 +7,11 @@ until the character is complete, so the stream never shows a replacement charact
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 from nanogpt_core.errors import ConfigError
+from nanogpt_core.train.settings import check_seed
 
 # Fixed prompts for the samples printed during training (nanochat's first ones, plus openings that suit the built-in
 # corpus of Python documentation). Greedy decoding, so two runs with the same weights print the same text.
@@ -28,14 +30,21 @@ def prompt_tokens(tokenizer, prompt: str) -> list[int]:
     return tokenizer.encode(prompt, prepend_bos=True)
 
 
-def check_sampling_args(model, tokens: list[int], max_tokens: int, temperature: float, top_k: int | None) -> None:
-    """Refuse, in one line each, what `generate` cannot do well: checked before any token is produced."""
+def check_sampling_args(model, tokens: list[int], max_tokens: int, temperature: float, top_k: int | None,
+                        seed: int = 42) -> None:
+    """Refuse, in one line each, what `generate` cannot do well: checked before any token is produced, so that a
+    bad flag is never reported as an error inside the generate component."""
     if max_tokens < 0:
         raise ConfigError(f"--max-tokens must be >= 0, got {max_tokens}.")
-    if temperature < 0:
+    if not math.isfinite(temperature) or temperature < 0:
         raise ConfigError(f"--temperature must be >= 0 (0 is greedy), got {temperature}.")
     if top_k is not None and top_k < 1:
         raise ConfigError(f"--top-k must be >= 1 (leave it out to sample from the whole vocabulary), got {top_k}.")
+    if top_k is not None and top_k > model.config.vocab_size:
+        vocab = model.config.vocab_size
+        raise ConfigError(f"--top-k {top_k} is more than the model's {vocab} tokens; use --top-k {vocab} or less (or "
+                          f"leave it out to sample from the whole vocabulary).")
+    check_seed(seed)
     context = model.config.sequence_len
     if len(tokens) > context:
         raise ConfigError(f"the prompt is {len(tokens)} tokens (with <|bos|>) but the model's context is {context} "
@@ -51,7 +60,7 @@ def stream_text(
     seed: int = 42,
 ) -> Iterator[str]:
     """Yield the completion of `tokens` as text pieces, as the model produces them."""
-    check_sampling_args(model, tokens, max_tokens, temperature, top_k)
+    check_sampling_args(model, tokens, max_tokens, temperature, top_k, seed)
     generated: list[int] = []
     shown = ""
     for token in model.generate(list(tokens), max_tokens, temperature=temperature, top_k=top_k, seed=seed):

@@ -18,10 +18,18 @@ def lr_multiplier(
     """nanochat's `get_lr_multiplier`: the factor applied to each group's initial learning rate at `step`.
 
     warm-up steps 0..W-1 ramp (step+1)/W; then 1.0 up to and including step N-D; then linearly down so that the
-    (never taken) step N would be at `final_lr_frac`.
+    (never taken) step N would be at `final_lr_frac`. Always within [0, 1]: the ratios and the final fraction must
+    be fractions (ValueError otherwise; `validate_settings` says so to a user first), and a step at or past N holds
+    `final_lr_frac` instead of extrapolating below it (which would train with a negative learning rate).
     """
+    for name, value in (("warmup_ratio", warmup_ratio), ("warmdown_ratio", warmdown_ratio),
+                        ("final_lr_frac", final_lr_frac)):
+        if not 0 <= value <= 1:
+            raise ValueError(f"{name} must be between 0 and 1, got {value!r}")
     warmup_iters = round(warmup_ratio * num_iterations)
     warmdown_iters = round(warmdown_ratio * num_iterations)
+    if step >= num_iterations:
+        return final_lr_frac if warmdown_iters else 1.0
     if step < warmup_iters:
         return (step + 1) / warmup_iters
     if step <= num_iterations - warmdown_iters:

@@ -1,19 +1,29 @@
-"""What decides a training run (`TrainSettings`), what it returns (`TrainResult`), and the arithmetic that follows
-from the settings: gradient accumulation, evaluation batches, the model's shape, and the settings of a resumed run.
+"""What decides a training run (`TrainSettings`), what it returns (`TrainResult`), the check of the settings that
+runs before any work (`validate_settings`), and the arithmetic that follows from them: gradient accumulation,
+evaluation batches, the model's shape, and the settings of a resumed run.
 
 Names and meanings are nanochat's `base_train` flags, so the seed's command runs verbatim.
 """
 
 from __future__ import annotations
 
+import math
+import shlex
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from nanogpt_core.data.tokenizer import DEFAULT_VOCAB_SIZE, MIN_VOCAB_SIZE
+from nanogpt_core.device import available_memory
 from nanogpt_core.errors import CheckpointError, ConfigError
 from nanogpt_core.files import RUNS_DIR
 from nanogpt_core.io.checkpoint import Checkpoint, latest_checkpoint, load_checkpoint, run_dir_of
+from nanogpt_core.model import trace
 from nanogpt_core.model.config import GPTConfig
+from nanogpt_core.model.memory import fits, memory_error, training_need
+from nanogpt_core.model.use_spec import resolve_use
 
 CONFIG_FILE = "config.json"  # the run folder's record of its model, settings and machine
 
@@ -101,6 +111,120 @@ class TrainResult:
     num_params: int = 0
     peak_memory_mib: float | None = None  # CUDA: torch.cuda.max_memory_allocated of this rank; None elsewhere
     weights_digest: str | None = None  # sha256 of the final weights, checked equal on every rank
+
+
+# --- checked before any work ------------------------------------------------------------------------------------
+
+# Seeds go to torch.manual_seed, which takes an unsigned 64-bit number (and Python's random, which takes any).
+MAX_SEED = 2**64 - 1
+LEARNING_RATES = ("embedding_lr", "unembedding_lr", "matrix_lr")
+FRACTIONS = ("warmup_ratio", "warmdown_ratio", "final_lr_frac")  # of the steps, or of the learning rate
+EVERY = ("eval_every", "sample_every", "save_every", "core_metric_every", "inspect_every")  # N > 0: every N steps
+# (0 or -1: only at the end, for eval/sample/save; never, for CORE and inspect)
+
+
+def validate_settings(settings: TrainSettings, world_size: int = 1, start_step: int | None = None) -> GPTConfig:
+    """Refuse, in one line naming the flag and a value that works, any setting the run could not use; returns the
+    model's shape (with the vocabulary a tokenizer will most likely have). Runs before any work (no folder, no data,
+    no tokenizer), so a typo costs nothing, and a NaN or an out-of-range ratio never reaches a component, where it
+    would surface as that component's error.
+
+    `start_step` is the step of the checkpoint a run resumes from: the run must have steps left to take.
+    """
+    defaults = TrainSettings()
+    for name in LEARNING_RATES + ("weight_decay", "grad_clip"):
+        value = getattr(settings, name)
+        if not _is_number(value) or not math.isfinite(value) or value < 0:
+            raise ConfigError(f"--{_dashed(name)} must be a finite number >= 0, got {value!r}; try "
+                              f"--{_dashed(name)} {getattr(defaults, name)} (the default).")
+    for name in FRACTIONS:
+        value = getattr(settings, name)
+        if not _is_number(value) or not 0 <= value <= 1:
+            raise ConfigError(f"--{_dashed(name)} is a fraction and must be between 0 and 1, got {value!r}; try "
+                              f"--{_dashed(name)} {getattr(defaults, name)} (the default).")
+    for name, low in (("num_iterations", 0), ("eval_tokens", 1), ("max_seq_len", 1), ("device_batch_size", 1)):
+        value = getattr(settings, name)
+        if not _is_int(value) or value < low:
+            raise ConfigError(f"--{_dashed(name)} must be an integer >= {low}, got {value!r}; try "
+                              f"--{_dashed(name)} {getattr(defaults, name)} (the default).")
+    for name in EVERY:
+        value = getattr(settings, name)
+        if not _is_int(value) or value < -1:
+            raise ConfigError(f"--{_dashed(name)} must be a number of steps, or -1 for only at the end; got "
+                              f"{value!r}.")
+    check_seed(settings.seed)
+    if settings.vocab_size is not None and (not _is_int(settings.vocab_size) or settings.vocab_size < MIN_VOCAB_SIZE):
+        raise ConfigError(f"--vocab-size must be at least {MIN_VOCAB_SIZE} (256 byte tokens + the special tokens), "
+                          f"got {settings.vocab_size!r}; try --vocab-size {DEFAULT_VOCAB_SIZE}.")
+    grad_accum_steps(settings.total_batch_size, settings.device_batch_size, settings.max_seq_len, world_size)
+    if start_step is not None and settings.num_iterations <= start_step:
+        finished = " (the run is finished)" if settings.num_iterations == start_step else ""
+        run = shlex.quote(settings.out) if settings.out else "RUN"
+        raise ConfigError(f"the checkpoint is at step {start_step} and --num-iterations is {settings.num_iterations}"
+                          f"{finished}, so no step is left to train; train further with a larger --num-iterations, "
+                          f"e.g. nanogpt train --resume {run} --num-iterations {2 * max(start_step, 1)}, or sample "
+                          f"it with: nanogpt sample {run}")
+    if settings.debug_layer is not None and not settings.debug:
+        settings.debug = "flow"  # --debug-layer alone: the trace of that layer
+    settings.debug = trace.normalize_mode(settings.debug)
+    resolve_use(settings.use)
+    config = model_config(settings, settings.vocab_size or DEFAULT_VOCAB_SIZE)
+    trace.check_layer(settings.debug_layer, config.n_layer)
+    return config
+
+
+def check_training_memory(settings: TrainSettings, config: GPTConfig, device: torch.device, copies: int = 1,
+                          resuming: bool = False) -> None:
+    """Refuse a run whose model, gradients, optimizer state and activations cannot fit in the device's free memory
+    (`model.memory`), with the figure and the largest setting that fits, before anything is allocated.
+    `copies`: processes of this run sharing the memory (CPU ranks on one machine)."""
+    free = available_memory(device)
+    need = training_need(config, settings.device_batch_size, device)
+    if fits(need, free, copies):
+        return
+    smaller = [b for b in range(settings.device_batch_size - 1, 0, -1) if settings.device_batch_size % b == 0]
+    batch = next((b for b in smaller if fits(training_need(config, b, device), free, copies)), None)
+    if batch is not None:
+        fix = (f"use --device-batch-size {batch} (gradient accumulation keeps the total batch of "
+               f"{settings.total_batch_size:,} tokens)")
+    elif resuming:
+        fix = "this checkpoint's model needs a device with more memory (or train a smaller model)"
+    else:
+        depth = next((d for d in range(min(settings.depth, config.n_layer) - 1, 0, -1)
+                      if _fits_at_depth(settings, config, d, device, free, copies)), None)
+        fix = f"use a smaller model, e.g. --depth {depth}" if depth else "use a device with more memory"
+    shape = f"depth {config.n_layer}, width {config.n_embd}, context {config.sequence_len}, vocab {config.vocab_size}"
+    raise memory_error(need, free, f"training this model ({shape}, {settings.device_batch_size} sequences a "
+                                   f"micro-batch)", fix, copies)
+
+
+def _fits_at_depth(settings: TrainSettings, config: GPTConfig, depth: int, device: torch.device,
+                   free: tuple[int, str] | None, copies: int) -> bool:
+    """Whether the same run fits at another depth (never where explicit --n-head etc. do not divide its width)."""
+    try:
+        smaller = model_config(TrainSettings.from_dict({**settings.to_dict(), "depth": depth}), config.vocab_size)
+    except ConfigError:
+        return False
+    return fits(training_need(smaller, settings.device_batch_size, device), free, copies)
+
+
+def check_seed(seed: Any) -> None:
+    """A seed torch's generator takes (Python's random takes any), or a ConfigError saying which do."""
+    if not _is_int(seed) or not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"--seed must be an integer from 0 to 2**64 - 1 (what torch's generator takes), got "
+                          f"{seed!r}; try --seed 42.")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _dashed(name: str) -> str:
+    return name.replace("_", "-")
 
 
 # --- arithmetic of the settings -----------------------------------------------------------------------------------
