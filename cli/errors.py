@@ -56,6 +56,13 @@ def debug_option(command):
                         help="Show the full traceback of an error.")(command)
 
 
+def invocation_debug() -> bool:
+    """Whether the running command was given --debug (read from the root context's Invocation)."""
+    ctx = click.get_current_context(silent=True)
+    obj = ctx.find_object(Invocation) if ctx is not None else None
+    return bool(obj and obj.debug)
+
+
 def rerun_command(argv: list[str]) -> str:
     """The command the user ran, to copy and run again."""
     return "nanogpt " + shlex.join(argv) if argv else "nanogpt"

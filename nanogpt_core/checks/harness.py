@@ -4,8 +4,10 @@ builds them (the other components reference), so a check exercises one implement
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -13,6 +15,7 @@ import torch.nn as nn
 
 from nanogpt_core.model.assembly import GPT, ROTARY_BASE, build_model
 from nanogpt_core.model.config import GPTConfig
+from nanogpt_core.model.contracts import BY_NAME
 from nanogpt_core.model.registry import REFERENCE_SET, get_implementation
 
 REFERENCE = REFERENCE_SET
@@ -124,3 +127,37 @@ def key_diff(candidate: nn.Module, reference: nn.Module) -> str:
     if shapes:
         parts.append("shape " + ", ".join(f"{k}: {cand[k]} instead of {ref[k]}" for k in shapes))
     return "; ".join(parts)
+
+
+# --- where a fault is: the file and line of the method a diagnosis points at -------------------------------------
+
+MAIN_METHOD = {"rotary": "apply"}  # a module's main method is forward; a function component is its function
+
+
+def display_path(path: str) -> str:
+    """A path as the user can open it from where they are: relative to the working directory when inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return path
+
+
+def fault_location(impl_set: str, component: str, method: str | None = None) -> str:
+    """'impls/student/attention.py:31 (CausalSelfAttention.forward)': where `method` of the implementation is
+    defined (the component's main method when None); '' when the source cannot be found."""
+    implementation = get_implementation(impl_set, component)
+    if BY_NAME[component].kind == "function" or not (isinstance(implementation, type) or hasattr(implementation,
+                                                                                              "__dict__")):
+        target = implementation
+    else:
+        name = method or MAIN_METHOD.get(component, "forward")
+        owner = implementation if isinstance(implementation, type) else type(implementation)
+        target = getattr(owner, name, None) or owner
+    target = inspect.unwrap(getattr(target, "__func__", target))
+    try:
+        lines, line = inspect.getsourcelines(target)
+        path = inspect.getsourcefile(target)
+    except (TypeError, OSError):
+        return ""
+    qualname = getattr(target, "__qualname__", getattr(target, "__name__", component))
+    return f"{display_path(path or '')}:{line} ({qualname})"

@@ -1,0 +1,38 @@
+"""The MLP's ladder: its parameters (biases, width), randomness, the activation's measured exponent, and whether
+c_proj is the last operation."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from nanogpt_core.checks.harness import REFERENCE, Bench, seeded
+from nanogpt_core.checks.ladder.common import determinism, parameters
+from nanogpt_core.checks.modules import mlp_activation, mlp_per_position, result
+from nanogpt_core.checks.result import CheckResult
+from nanogpt_core.checks.tolerance import rel_error
+
+
+def projection_last(b: Bench) -> CheckResult:
+    """The output is linear in c_proj's weight: doubling c_proj must double the output. Any other factor means
+    something (the square, a norm) is applied after the projection."""
+    with seeded(0):
+        state = b.build(REFERENCE).state_dict()
+    mlp = b.build()
+    mlp.load_state_dict(state)
+    x = b.x()
+    with torch.no_grad():
+        y1 = mlp(x)
+        mlp.c_proj.weight.mul_(2.0)
+        y2 = mlp(x)
+    factor = (y2.double().norm() / y1.double().norm().clamp_min(1e-300)).item()
+    err = rel_error(y2, 2 * y1)
+    found = err > 1e-5
+    return result("c_proj last", not found, f"doubling c_proj multiplied the output by {factor:.3g} "
+                  f"(2^{math.log2(factor):.2f}), not 2: something is applied after c_proj" if found else
+                  "the output is linear in c_proj", {"factor": factor, "rel_to_doubled": err},
+                  "something applied after c_proj")
+
+
+PROBES = (parameters, determinism, mlp_activation, projection_last, mlp_per_position)
