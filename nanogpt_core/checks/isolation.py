@@ -271,7 +271,7 @@ def init_matches(bench: Bench) -> CheckResult:
         return CheckResult("init", NAME, True, f"per-parameter std and zeros match the reference "
                            f"({'identical draws' if identical else 'different draws, same statistics'})", numbers)
     return CheckResult("init", NAME, False, f"statistics differ for {', '.join(bad[:4])}", numbers,
-                       "init statistics differ from reference")
+                       "wrong init std")
 
 
 # --- optimizer: the updates under designed gradients -----------------------------------------------------------

@@ -155,28 +155,29 @@ def norm_per_vector(b: Bench) -> CheckResult:
                   f"changing one vector changed the others by rel {err:.1e}", numbers, "norm over the wrong dimension")
 
 
-def fitted_eps(norm: nn.Module, dim: int) -> tuple[float, float]:
-    """(eps, misfit) of y = x / sqrt(mean(x^2) + eps), from small vectors of mean square m = 1e-6..1e-2: then
-    1 / rms(y)^2 - 1 = eps / m exactly, a line through the origin in 1/m. The misfit (largest deviation from the
-    line, relative to the largest value) is ~1e-6 for a real eps, O(1) for a norm that is not of this form."""
+def fitted_eps(norm: nn.Module, dim: int) -> tuple[float, bool]:
+    """(eps, whether the norm is of that form) for y = x / sqrt(mean(x^2) + eps): for inputs of mean square m,
+    1 / rms(y)^2 - 1 = eps / m exactly. eps is fitted from m = 1e-6..1e-2 (where float32 resolves it down to
+    ~1e-12); the form is confirmed on m = 1e-6..1e4, within 1% or float32's resolution of 1 / rms^2 (1e-6)."""
     g = torch.Generator().manual_seed(8)
-    x = torch.randn(9, dim, generator=g)
-    squares = torch.logspace(-6, -2, 9, dtype=torch.float64)
+    x = torch.randn(11, dim, generator=g)
+    squares = torch.logspace(-6, 4, 11, dtype=torch.float64)
     x = (x.double() / _rms(x, -1)[:, None] * squares.sqrt()[:, None]).float()
     excess = 1 / _rms(norm(x).detach(), -1).pow(2) - 1
     inverse = 1 / squares
-    eps = (excess @ inverse / (inverse @ inverse)).item()
-    misfit = ((excess - eps * inverse).abs().max() / excess.abs().max().clamp_min(1e-300)).item()
-    return eps, misfit
+    small = squares <= 1e-2
+    eps = (excess[small] @ inverse[small] / (inverse[small] @ inverse[small])).item()
+    of_form = bool(((excess - eps * inverse).abs() <= 0.01 * (eps * inverse).abs() + 1e-6).all())
+    return eps, of_form
 
 
 def norm_eps(b: Bench) -> CheckResult:
     """The eps inside the square root must be a guard against zero, not a change of the formula: anything in
     [0, 1e-5] passes (the reference: torch.finfo(float32).eps ~ 1.2e-7; Hugging Face: 1e-6)."""
-    eps, misfit = fitted_eps(b.build(), b.config.n_embd)
+    eps, of_form = fitted_eps(b.build(), b.config.n_embd)
     limit = NORM_EPS_ACCEPTED[1] * 1.01  # the fit is exact to ~1e-12 (float32 at mean square 1e-6)
-    numbers = {"fitted_eps": eps, "misfit": misfit, "accepted": list(NORM_EPS_ACCEPTED)}
-    ok = eps <= limit or misfit > 1e-2  # not of the form x / sqrt(m + eps): the other checks say what it is
+    numbers = {"fitted_eps": eps, "of_the_form": of_form, "accepted": list(NORM_EPS_ACCEPTED)}
+    ok = eps <= limit or not of_form  # not x / sqrt(m + eps) at all: the other checks say what it is
     return result("eps", ok, f"fitted eps {eps:.2g}" + ("" if ok else f", above the accepted {NORM_EPS_ACCEPTED[1]:g}: "
                   "vectors with an RMS below ~0.1 are no longer normalised to 1"), numbers, "norm eps too large")
 
@@ -265,15 +266,15 @@ def rotary_relative_offset(b: Bench) -> CheckResult:
                   f"q.k depends on i - j only (within {worst:.1e}) and varies with it ({spread:.2f})", numbers)
 
 
-def rotation_partner(b: Bench, channel: int = 0) -> int:
-    """The channel `channel` is rotated with: rotate the unit vector e_channel to position 1 with the reference's
-    table; the output's other non-zero channel is its partner (D/2 + channel in the contract's halves)."""
+def rotation_partner(b: Bench, channel: int = 0) -> int | None:
+    """The channel `channel` is rotated with: rotate the unit vector e_channel to position 1; the output's other
+    non-zero channel is its partner (D/2 + channel in the contract's halves); None when nothing moved there."""
     D = b.config.head_dim
     x = torch.zeros(1, 2, 1, D)
     x[0, 1, 0, channel] = 1.0
     y = _rotate(b, x)[0, 1, 0].double().abs()
     y[channel] = 0.0
-    return int(y.argmax())
+    return int(y.argmax()) if y.max() > 1e-6 else None
 
 
 def rotary_convention(b: Bench) -> CheckResult:
@@ -282,9 +283,9 @@ def rotary_convention(b: Bench) -> CheckResult:
     partners = {c: rotation_partner(b, c) for c in (0, 1, D // 2 - 1)}
     expected = {c: c + D // 2 for c in partners}
     numbers = {"partners": partners, "expected": expected}
-    if partners == expected:
+    if partners == expected or None in partners.values():  # nothing rotated: the position checks say why
         return result("rotary convention", True, f"channel i is rotated with channel i + {D // 2} (halves)", numbers)
-    adjacent = all(p == c ^ 1 for c, p in partners.items())
+    adjacent = all(p == c ^ 1 for c, p in partners.items())  # (0, 1), (2, 3), ...
     return result("rotary convention", False, f"channel 0 is rotated with channel {partners[0]}, channel 1 with "
                   f"{partners[1]} (the contract: {D // 2} and {D // 2 + 1})"
                   + (": adjacent pairs" if adjacent else ""), numbers,

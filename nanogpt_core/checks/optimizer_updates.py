@@ -152,6 +152,7 @@ class UpdateProfile:
     betas: tuple[float, float] | None = None  # Adam
     momentum: float | None = None  # Muon
     nesterov: bool | None = None  # Muon
+    history_misfit: float | None = None  # how far the best (betas | momentum, nesterov) simulation is from the updates
 
 
 def _lstsq(columns: list[torch.Tensor], target: torch.Tensor) -> list[float]:
@@ -174,11 +175,11 @@ def fit_profile(trace: UpdateTrace, name: str, kind: str | None = None, with_his
         ratio = (moved[tiny] * g[tiny].sign() / profile.step).clamp(1e-12, 1.0).double()
         profile.eps = (g[tiny].abs().double() * (1 / ratio - 1)).median().item() if tiny.any() else None
         if with_history:
-            profile.betas = _fit_betas(trace, name, profile)
+            profile.betas, profile.history_misfit = _fit_betas(trace, name, profile)
     elif kind == "muon":
         profile.step, profile.decay = _lstsq([newton_schulz(g, torch.float32), p0], -u)
         if with_history:
-            profile.momentum, profile.nesterov = _fit_momentum(trace, name, profile)
+            profile.momentum, profile.nesterov, profile.history_misfit = _fit_momentum(trace, name, profile)
     elif kind == "sgd":
         profile.step, profile.decay = _lstsq([g, p0], -u)
     return profile
@@ -202,7 +203,7 @@ def _simulate_adam(grads: list[torch.Tensor], start: torch.Tensor, p: UpdateProf
     return torch.stack(out, dim=1)
 
 
-def _fit_betas(trace: UpdateTrace, name: str, profile: UpdateProfile) -> tuple[float, float]:
+def _fit_betas(trace: UpdateTrace, name: str, profile: UpdateProfile) -> tuple[tuple[float, float], float]:
     """The (beta1, beta2) whose simulated AdamW updates best match the observed ones, on the regular entries."""
     regular = (trace.roles[name] == 0).flatten()
     observed = trace.stacked(name).flatten(1)[:, regular].double()
@@ -221,8 +222,9 @@ def _fit_betas(trace: UpdateTrace, name: str, profile: UpdateProfile) -> tuple[f
     fine1 = (c1 + torch.linspace(-0.03, 0.03, 13)).clamp(0.0, 0.999)
     fine2 = 1 - (1 - c2) * torch.logspace(-0.5, 0.5, 11)
     b1, b2 = torch.meshgrid(fine1, fine2, indexing="ij")
-    best = error(b1.flatten(), b2.flatten()).argmin().item()
-    return round(b1.flatten()[best].item(), 3), round(b2.flatten()[best].item(), 4)
+    errors = error(b1.flatten(), b2.flatten())
+    best = errors.argmin().item()
+    return (round(b1.flatten()[best].item(), 3), round(b2.flatten()[best].item(), 4)), errors[best].item()
 
 
 def _simulate_muon(trace: UpdateTrace, name: str, p: UpdateProfile, momentum: float,
@@ -240,14 +242,14 @@ def _simulate_muon(trace: UpdateTrace, name: str, p: UpdateProfile, momentum: fl
     return torch.stack(out)
 
 
-def _fit_momentum(trace: UpdateTrace, name: str, profile: UpdateProfile) -> tuple[float, bool]:
+def _fit_momentum(trace: UpdateTrace, name: str, profile: UpdateProfile) -> tuple[float, bool, float]:
     """The (momentum, nesterov) whose simulated Muon updates best match the observed ones."""
     observed = trace.stacked(name)
     grid = [round(m, 3) for m in torch.linspace(0.0, 0.98, 50).tolist()] + [0.95, 0.99]
     errors = {(m, nesterov): frobenius_error(_simulate_muon(trace, name, profile, m, nesterov)[1:], observed[1:])
               for m in grid for nesterov in (True, False)}
     m, nesterov = min(errors, key=errors.get)
-    return m, nesterov
+    return m, nesterov, errors[(m, nesterov)]
 
 
 def profiles(trace: UpdateTrace) -> dict[str, UpdateProfile]:

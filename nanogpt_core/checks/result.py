@@ -35,9 +35,9 @@ DIAGNOSES: dict[str, str] = {
     "positions are in the detail.",
     "gradients differ from reference": "the forward matches but the backward does not: look for a detach, an "
     "in-place operation on a tensor autograd needs, or a custom autograd.Function.",
-    "loss curve diverges from reference": "the component matches in isolation but training drifts; compare "
-    "learning rates and what happens to the component's parameters in the optimizer.",
     # attention
+    "causal mask hides the current position": "position t attends to keys 0..t inclusive: torch.tril(ones) (diagonal "
+    "0), not diagonal=-1 or triu(diagonal=0); the first position would otherwise see nothing (NaN).",
     "causal leakage": "position t must not see later tokens: is_causal=True in scaled_dot_product_attention, or a "
     "lower-triangular mask (torch.tril) with masked_fill(-inf) above the diagonal.",
     "heads merged without transpose": "attention's output is (B, H, T, D): y.transpose(1, 2).contiguous().view(B, T, "
@@ -116,8 +116,6 @@ DIAGNOSES: dict[str, str] = {
     "c_fc must be random, or their gradients are zero forever.",
     "output projections not zero-initialised": "zero lm_head and every c_proj, so the first loss is ln(vocab) and "
     "every block starts as the identity.",
-    "first loss is not ln(vocab)": "with lm_head zeroed every logit is 0 and the loss is exactly ln(vocab_size).",
-    "init statistics differ from reference": "compare the per-parameter std in the detail with the reference.",
     # optimizer
     "parameter missing from optimizer groups": "every trainable parameter must be in one group: Muon for the block "
     "matrices, AdamW for wte, lm_head and anything else.",
@@ -125,6 +123,9 @@ DIAGNOSES: dict[str, str] = {
     "they do not overlap (e.g. block matrices only from model.transformer.h).",
     "parameters in the wrong optimizer": "the 2-D matrices inside model.transformer.h go to Muon; wte, lm_head and "
     "everything else to AdamW (Muon is for hidden matrices, not lookups and readouts).",
+    "Muon's Newton-Schulz differs": "use torch.optim.Muon's orthogonalisation as it is: ns_steps=5 with the default "
+    "quintic coefficients (3.4445, -4.7750, 2.0315); fewer steps or other coefficients leave the update only partly "
+    "orthogonalised.",
     "missing width scaling": "scale the AdamW learning rates by (n_embd / 768) ** -0.5: "
     "lr = unembedding_lr * s for lm_head and embedding_lr * s for wte.",
     "learning rate off by a factor": "pass each group its own learning rate: lm_head unembedding_lr * s, wte "

@@ -230,6 +230,44 @@ class AttentionWithBias(_Attention):
             setattr(self, name, nn.Linear(old.in_features, old.out_features, bias=True))
 
 
+class GQANotEnabled(_Attention):
+    """scaled_dot_product_attention without enable_gqa: 4 query heads against 2 key/value heads raises."""
+
+    def attend(self, q, k, v, kv_cache):
+        if kv_cache is not None:
+            k, v = kv_cache.insert_kv(self.layer_idx, k, v)
+        return F.scaled_dot_product_attention(q, k, v, is_causal=q.size(2) == k.size(2))
+
+
+class MaskMultiplied(_Attention):
+    """Multiplies the scores by a mask of 1 and -inf instead of adding it: negative scores become +inf, NaN."""
+
+    def attend(self, q, k, v, kv_cache):
+        if kv_cache is not None:
+            k, v = kv_cache.insert_kv(self.layer_idx, k, v)
+        group = self.n_head // self.n_kv_head
+        k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+        Tq, Tk = q.size(2), k.size(2)
+        scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))
+        mask = torch.ones((Tq, Tk), device=q.device).masked_fill(
+            ~torch.ones((Tq, Tk), dtype=torch.bool, device=q.device).tril(diagonal=Tk - Tq), float("-inf"))
+        return (scores * mask).softmax(dim=-1) @ v
+
+
+class MaskHidesSelf(_Attention):
+    """masked_fill over triu(diagonal=0): each query is hidden from its own key (the first from every key: NaN)."""
+
+    def attend(self, q, k, v, kv_cache):
+        if kv_cache is not None:
+            k, v = kv_cache.insert_kv(self.layer_idx, k, v)
+        group = self.n_head // self.n_kv_head
+        k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+        Tq, Tk = q.size(2), k.size(2)
+        scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))
+        hidden = torch.ones((Tq, Tk), dtype=torch.bool, device=q.device).triu(diagonal=Tk - Tq)
+        return scores.masked_fill(hidden, float("-inf")).softmax(dim=-1) @ v
+
+
 # --- rotary ---------------------------------------------------------------------------------------------------------
 
 
@@ -326,6 +364,26 @@ class RotaryBf16Positions(Rotary):
         return freqs.cos().bfloat16()[None, :, None, :], freqs.sin().bfloat16()[None, :, None, :]
 
 
+class RotaryCatWrongDim(Rotary):
+    """torch.cat([y1, y2], dim=2): the halves stacked as extra heads instead of put back side by side."""
+
+    @staticmethod
+    def apply(x, cos, sin):
+        d = x.shape[3] // 2
+        x1, x2 = x[..., :d], x[..., d:]
+        return torch.cat([x1 * cos + x2 * sin, -x1 * sin + x2 * cos], 2).to(x.dtype)
+
+
+class RotaryNoPositions(Rotary):
+    """Angles from zeros instead of the positions: every position gets the same (identity) rotation."""
+
+    @staticmethod
+    def precompute(seq_len, head_dim, base=10000, device=None):
+        inv_freq = 1.0 / base ** (torch.arange(0, head_dim, 2, dtype=torch.float32, device=device) / head_dim)
+        freqs = torch.outer(torch.zeros(seq_len, device=device), inv_freq)
+        return freqs.cos().bfloat16()[None, :, None, :], freqs.sin().bfloat16()[None, :, None, :]
+
+
 # --- norm -----------------------------------------------------------------------------------------------------------
 
 
@@ -382,6 +440,21 @@ class NormL2(_Norm):
 
     def forward(self, x):
         return F.normalize(x, dim=-1)
+
+
+class NormNotCastBack(_Norm):
+    """Computes in float32 for precision and forgets to cast back: bf16 in, float32 out."""
+
+    def forward(self, x):
+        x = x.float()
+        return x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + 1e-6)
+
+
+class NormIdentity(_Norm):
+    """Returns x: the normalisation was never written."""
+
+    def forward(self, x):
+        return x
 
 
 # --- mlp ------------------------------------------------------------------------------------------------------------
@@ -447,6 +520,41 @@ class MLPDropout(MLP):
         return self.c_proj(F.dropout(F.relu(self.c_fc(x)).square(), p=0.1, training=True))
 
 
+class MLPRenamed(nn.Module):
+    """Names its layers fc1 / fc2 (a tutorial's names), not the contract's c_fc / c_proj."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.fc1 = nn.Linear(config.n_embd, 4 * config.n_embd, bias=False)
+        self.fc2 = nn.Linear(4 * config.n_embd, config.n_embd, bias=False)
+
+    def forward(self, x):
+        return self.fc2(F.relu(self.fc1(x)).square())
+
+
+class MLPHalved(MLP):
+    """0.5 * relu(h)**2: a stray factor from another formula."""
+
+    def forward(self, x):
+        return self.c_proj(0.5 * F.relu(self.c_fc(x)).square())
+
+
+class MLPStraightThrough(MLP):
+    """The activation applied with a straight-through trick: the forward is relu², the backward the identity."""
+
+    def forward(self, x):
+        h = self.c_fc(x)
+        return self.c_proj(h + (F.relu(h).square() - h).detach())
+
+
+class MLPCentresOverPositions(MLP):
+    """Subtracts the mean over the sequence from the hidden layer: every position now depends on the others."""
+
+    def forward(self, x):
+        h = self.c_fc(x)
+        return self.c_proj(F.relu(h - h.mean(dim=1, keepdim=True)).square())
+
+
 # --- block ----------------------------------------------------------------------------------------------------------
 
 
@@ -495,6 +603,19 @@ class BlockDropsCache(Block):
     def forward(self, x, cos_sin, kv_cache):
         x = x + self.attn(self.attn_norm(x), cos_sin, None)
         return x + self.mlp(self.mlp_norm(x))
+
+
+class BlockRenamesModules(Block):
+    """Keeps the sub-layers as self.attention / self.feed_forward: the state-dict keys no longer read h.0.attn."""
+
+    def __init__(self, config, layer_idx, *, attn, mlp, norm):
+        nn.Module.__init__(self)
+        self.attn_norm, self.mlp_norm = norm(config.n_embd), norm(config.n_embd)
+        self.attention, self.feed_forward = attn, mlp
+
+    def forward(self, x, cos_sin, kv_cache):
+        x = x + self.attention(self.attn_norm(x), cos_sin, kv_cache)
+        return x + self.feed_forward(self.mlp_norm(x))
 
 
 # --- init -----------------------------------------------------------------------------------------------------------
@@ -561,6 +682,17 @@ def init_zeros_too_much(model):
         for module in model.transformer.h.modules():
             if isinstance(module, nn.Linear):
                 module.weight.zero_()
+
+
+def init_skips_embedding(model):
+    """Handles nn.Linear only: the embedding keeps whatever it had."""
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if isinstance(module, nn.Linear):
+                fan_out, fan_in = module.weight.shape
+                module.weight.normal_(0.0, 1.0 / math.sqrt(fan_in) * min(1.0, math.sqrt(fan_out / fan_in)))
+                if name.endswith(("c_proj", "lm_head")):
+                    module.weight.zero_()
 
 
 # --- optimizer ------------------------------------------------------------------------------------------------------
@@ -668,6 +800,51 @@ def optimizer_match_rms_adamw(model, **kwargs):
 def optimizer_no_initial_lr(model, **kwargs):
     """Forgets group['initial_lr'] (the schedule scales from it)."""
     return _setup(model, **kwargs, initial_lr=False)
+
+
+class HandWrittenMuon(torch.optim.Optimizer):
+    """Muon written by hand (Nesterov momentum, torch's Newton-Schulz) that calls its momentum 'beta'."""
+
+    def __init__(self, params, lr=0.02, beta=0.95):
+        super().__init__(params, dict(lr=lr, beta=beta))
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            for p in group["params"]:
+                buf = self.state[p].setdefault("buf", torch.zeros_like(p))
+                buf.lerp_(p.grad, 1 - group["beta"])
+                update = torch.optim._muon._zeropower_via_newtonschulz(p.grad.lerp(buf, group["beta"]),
+                                                                       (3.4445, -4.7750, 2.0315), 5, 1e-7)
+                p.add_(update.to(p.dtype), alpha=-group["lr"] * math.sqrt(max(1.0, p.size(0) / p.size(1))))
+
+
+def optimizer_muon_without_momentum_field(model, matrix_lr=0.02, **kwargs):
+    """A hand-written Muon whose groups have no 'momentum' (it calls it 'beta'): the warm-up cannot reach it."""
+    (adamw,) = _setup(model, **kwargs, muon_params=[])
+    muon = HandWrittenMuon([p for p in model.transformer.h.parameters() if p.ndim == 2], lr=matrix_lr)
+    muon.__class__.__name__ = "Muon"
+    for group in muon.param_groups:
+        group["initial_lr"] = group["lr"]
+    return [adamw, muon]
+
+
+def optimizer_head_lr_zero(model, unembedding_lr=0.004, **kwargs):
+    """lr=unembedding_lr * 0 (a scale computed as an int division): lm_head never moves."""
+    return _setup(model, unembedding_lr=unembedding_lr * ((model.config.n_embd // 768) ** 0.5), **kwargs)
+
+
+def optimizer_three_newton_schulz_steps(model, **kwargs):
+    """Muon with ns_steps=3 (to save time): the update is only partly orthogonalised."""
+    return _setup(model, **kwargs, muon=dict(ns_steps=3))
+
+
+def optimizer_amsgrad(model, **kwargs):
+    """AdamW(amsgrad=True): the second moment is a running maximum, which no other setting reproduces."""
+    optimizers = _setup(model, **kwargs)
+    for group in optimizers[0].param_groups:
+        group["amsgrad"] = True
+    return optimizers
 
 
 # --- generate -------------------------------------------------------------------------------------------------------
@@ -784,6 +961,26 @@ def generate_first_position_logits(model, tokens, max_tokens, temperature=1.0, t
         yield ids.item()
 
 
+@_sampler
+def generate_top_k_off_by_one(logits, temperature, top_k, rng):
+    """Keeps top_k + 1 logits."""
+    if top_k is not None:
+        return _top_k(logits, top_k + 1, temperature, rng)
+    return torch.multinomial(F.softmax(logits / temperature, -1), 1, generator=rng)
+
+
+@_sampler
+def generate_always_top_p(logits, temperature, top_k, rng):
+    """Always applies nucleus (top-p = 0.8) sampling, which the contract does not ask for."""
+    probs = F.softmax(logits / temperature, -1)
+    if top_k is not None:
+        return _top_k(logits, top_k, temperature, rng)
+    sorted_probs, order = probs.sort(descending=True)
+    keep = sorted_probs.cumsum(-1) - sorted_probs < 0.8
+    sorted_probs = sorted_probs * keep
+    return order.gather(1, torch.multinomial(sorted_probs, 1, generator=rng))
+
+
 def generate_yields_prompt(model, tokens, max_tokens, temperature=1.0, top_k=None, seed=42):
     """Yields the prompt before the new tokens."""
     yield from tokens
@@ -810,6 +1007,9 @@ BUGS: dict[str, tuple[str, object, str]] = {
     "bug-softmax-scale-by-d": ("attention", SoftmaxScaleByD, "wrong softmax scale"),
     "bug-softmax-wrong-dim": ("attention", ManualSoftmaxWrongDim, "attention weights do not sum to 1"),
     "bug-attention-bias": ("attention", AttentionWithBias, "biases left on"),
+    "bug-gqa-not-enabled": ("attention", GQANotEnabled, "raised an error"),
+    "bug-mask-hides-self": ("attention", MaskHidesSelf, "causal mask hides the current position"),
+    "bug-mask-multiplied": ("attention", MaskMultiplied, "NaN/Inf"),
     # rotary
     "bug-rotary-reversed": ("rotary", RotaryReversed, "rotary rotation reversed"),
     "bug-rotary-half-sign": ("rotary", RotaryHalfSign, "rotary relative-offset property broken"),
@@ -821,6 +1021,8 @@ BUGS: dict[str, tuple[str, object, str]] = {
     "bug-rotary-table-2d": ("rotary", RotaryTable2D, "rotary table has the wrong shape"),
     "bug-rotary-fp32-table": ("rotary", RotaryFloat32Table, "buffers on the wrong device or dtype"),
     "bug-rotary-bf16-positions": ("rotary", RotaryBf16Positions, "rotary table differs from reference"),
+    "bug-rotary-cat-wrong-dim": ("rotary", RotaryCatWrongDim, "wrong shape"),
+    "bug-rotary-no-positions": ("rotary", RotaryNoPositions, "rotary does not depend on position"),
     # norm
     "bug-norm-wrong-dim": ("norm", NormWrongDim, "norm over the wrong dimension"),
     "bug-norm-large-eps": ("norm", NormLargeEps, "norm eps too large"),
@@ -829,6 +1031,8 @@ BUGS: dict[str, tuple[str, object, str]] = {
     "bug-norm-no-sqrt": ("norm", NormNoSqrt, "norm divides by the wrong statistic"),
     "bug-norm-l2": ("norm", NormL2, "norm divides by the wrong statistic"),
     "bug-norm-subtracts-mean": ("norm", NormSubtractsMean, "norm subtracts the mean"),
+    "bug-norm-not-cast-back": ("norm", NormNotCastBack, "wrong dtype"),
+    "bug-norm-identity": ("norm", NormIdentity, "norm does not normalise"),
     # mlp
     "bug-mlp-detached": ("mlp", DetachedMLP, "zero or missing gradients"),
     "bug-relu": ("mlp", ReluMLP, "relu instead of relu²"),
@@ -838,6 +1042,10 @@ BUGS: dict[str, tuple[str, object, str]] = {
     "bug-mlp-half-width": ("mlp", MLPHalfWidth, "MLP hidden width is not 4 * n_embd"),
     "bug-mlp-square-after-proj": ("mlp", MLPSquareAfterProjection, "something applied after c_proj"),
     "bug-mlp-dropout": ("mlp", MLPDropout, "non-deterministic output"),
+    "bug-mlp-renamed": ("mlp", MLPRenamed, "state-dict keys or shapes differ from the contract"),
+    "bug-mlp-halved": ("mlp", MLPHalved, "output differs from reference"),
+    "bug-mlp-straight-through": ("mlp", MLPStraightThrough, "gradients differ from reference"),
+    "bug-mlp-mixes-positions": ("mlp", MLPCentresOverPositions, "MLP mixes positions"),
     # block
     "bug-no-residual": ("block", NoResidualBlock, "missing residual"),
     "bug-post-norm": ("block", PostNormBlock, "post-norm instead of pre-norm"),
@@ -845,6 +1053,7 @@ BUGS: dict[str, tuple[str, object, str]] = {
     "bug-parallel-block": ("block", ParallelBlock, "MLP reads the stream before the attention update"),
     "bug-block-no-norm": ("block", UnnormalisedBlock, "sub-layer input not normalised"),
     "bug-block-drops-cache": ("block", BlockDropsCache, "block does not pass the KV cache"),
+    "bug-block-renames-modules": ("block", BlockRenamesModules, "block does not keep attn/mlp"),
     # init
     "bug-init-std": ("init", init_gpt2_std, "wrong init std"),
     "bug-init-no-zero": ("init", init_no_zero_proj, "output projections not zero-initialised"),
@@ -853,6 +1062,7 @@ BUGS: dict[str, tuple[str, object, str]] = {
     "bug-init-fans-swapped": ("init", init_fans_swapped, "wrong init std"),
     "bug-init-uniform": ("init", init_uniform, "init draws are not normal"),
     "bug-init-zeros-too-much": ("init", init_zeros_too_much, "weights zeroed that must be random"),
+    "bug-init-skips-embedding": ("init", init_skips_embedding, "parameter left uninitialised"),
     # optimizer
     "bug-optimizer-missing": ("optimizer", optimizer_without_head, "parameter missing from optimizer groups"),
     "bug-optimizer-twice": ("optimizer", optimizer_head_twice, "parameter in two optimizer groups"),
@@ -869,6 +1079,11 @@ BUGS: dict[str, tuple[str, object, str]] = {
     "bug-optimizer-no-nesterov": ("optimizer", optimizer_no_nesterov, "Muon without Nesterov momentum"),
     "bug-optimizer-momentum": ("optimizer", optimizer_momentum_09, "Muon momentum differs"),
     "bug-optimizer-no-initial-lr": ("optimizer", optimizer_no_initial_lr, "optimizer group without initial_lr"),
+    "bug-optimizer-no-momentum-field": ("optimizer", optimizer_muon_without_momentum_field,
+                                        "Muon group without momentum"),
+    "bug-optimizer-head-lr-zero": ("optimizer", optimizer_head_lr_zero, "optimizer step leaves parameters unchanged"),
+    "bug-optimizer-ns-steps": ("optimizer", optimizer_three_newton_schulz_steps, "Muon's Newton-Schulz differs"),
+    "bug-optimizer-amsgrad": ("optimizer", optimizer_amsgrad, "optimizer update differs from reference"),
     # generate
     "bug-temperature": ("generate", generate_ignores_temperature, "temperature ignored"),
     "bug-unseeded": ("generate", generate_unseeded, "generation not reproducible"),
@@ -882,6 +1097,9 @@ BUGS: dict[str, tuple[str, object, str]] = {
     "bug-generate-first-position": ("generate", generate_first_position_logits,
                                     "greedy generation differs from argmax"),
     "bug-generate-yields-prompt": ("generate", generate_yields_prompt, "generate yields wrong tokens"),
+    "bug-top-k-off-by-one": ("generate", generate_top_k_off_by_one, "top_k keeps the wrong tokens"),
+    "bug-generate-always-top-p": ("generate", generate_always_top_p,
+                                  "sample distribution differs from softmax(logits / T)"),
 }
 
 

@@ -18,10 +18,11 @@ import torch.nn as nn
 
 from nanogpt_core.checks.harness import REFERENCE, Bench, seeded
 from nanogpt_core.checks.isolation import IdentityNorm, MeanCenteringNorm, module_diffs
-from nanogpt_core.checks.ladder.common import determinism, parameters
+from nanogpt_core.checks.ladder.common import determinism, finite, parameters
 from nanogpt_core.checks.modules import (
     attention_causal,
     attention_gqa_mapping,
+    attention_gradients,
     attention_kv_cache,
     attention_qk_norm,
     result,
@@ -134,6 +135,8 @@ def values_untouched(b: Bench) -> CheckResult:
     x = _base(b)
     x[..., lo:] = marker
     y = _call(_rewired(b, edit), b, x).view(2, T, b.config.n_head, D).double()
+    if not torch.isfinite(y).all():
+        return result("values untouched", True, "the output is not finite: the mask probe looks at that", {})
     expected = u.double().expand_as(y)
     dev = rel_error(y, expected)
     numbers = {"rel_deviation": dev}
@@ -159,7 +162,14 @@ def leakage(b: Bench) -> CheckResult:
     """Read the weights and sum those on later positions: any weight above the diagonal is a causal leak."""
     A = attention_weights(b)
     future = torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1)
-    leak = (A * future).sum(-1)  # (B, H, Tq)
+    self_weight = torch.diagonal(A, dim1=-2, dim2=-1)[..., 1:]  # every query but the first, on its own key
+    later_rows_finite = bool(torch.isfinite(A[..., 1:, :]).all())
+    if later_rows_finite and self_weight.abs().max() <= WEIGHT_TOLERANCE:
+        return result("no weight on later positions", False, "every query puts zero weight on its own position "
+                      f"(max {self_weight.nan_to_num(0.0).abs().max().item():.1e}), and the first, which may see only "
+                      f"itself, gets {'NaN' if torch.isnan(A[..., 0, :]).any() else 'nothing'}: the mask is shifted "
+                      "one place", {}, "causal mask hides the current position")
+    leak = (A.nan_to_num(0.0) * future).sum(-1)  # (B, H, Tq)
     worst = leak.max().item()
     numbers = {"max_weight_on_later_positions": worst, "tolerance": WEIGHT_TOLERANCE}
     if worst <= WEIGHT_TOLERANCE:
@@ -258,5 +268,5 @@ def norm_placement(b: Bench) -> CheckResult:
     return result("QK-norm placement", True, "differs with other norms injected too, for another reason", {})
 
 
-PROBES = (parameters, determinism, heads_layout, values_untouched, leakage, attention_gqa_mapping, rotary_used,
-          softmax_scale, attention_qk_norm, norm_placement, attention_kv_cache, attention_causal)
+PROBES = (parameters, determinism, heads_layout, values_untouched, leakage, finite, attention_gqa_mapping, rotary_used,
+          softmax_scale, attention_qk_norm, norm_placement, attention_kv_cache, attention_causal, attention_gradients)

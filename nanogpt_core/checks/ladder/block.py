@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from nanogpt_core.checks.harness import Bench
-from nanogpt_core.checks.modules import ConstantSublayer, block_keeps_modules, block_pre_norm, result
+from nanogpt_core.checks.modules import ConstantSublayer, block_gradients, block_keeps_modules, block_pre_norm, result
 from nanogpt_core.checks.result import CheckResult
 from nanogpt_core.checks.tolerance import rel_error
 
@@ -94,4 +94,4 @@ def mlp_input(b: Bench) -> CheckResult:
                   "MLP reads the stream before the attention update")
 
 
-PROBES = (block_keeps_modules, passes_cache, post_norm, residual_weights, mlp_input, block_pre_norm)
+PROBES = (block_keeps_modules, passes_cache, post_norm, residual_weights, mlp_input, block_pre_norm, block_gradients)

@@ -30,7 +30,18 @@ def determinism(bench: Bench) -> CheckResult:
     x = bench.x()
     with torch.no_grad():
         first, second = call(bench, module, x), call(bench, module, x)
-    differ = not torch.equal(first, second)
+    differ = not torch.allclose(first, second, rtol=0.0, atol=0.0, equal_nan=True)  # NaN is not randomness
     err = rel_error(second, first) if differ else 0.0
     return result("deterministic", not differ, f"two identical calls differ by rel {err:.2e}" if differ else
                   "two identical calls give identical outputs", {"rel_difference": err}, "non-deterministic output")
+
+
+def finite(bench: Bench) -> CheckResult:
+    """The output of an ordinary input must be finite: a NaN or Inf is its own cause (a 0 * inf, a division by
+    zero), and it would make every later probe's measurement meaningless."""
+    module = bench.build()
+    with torch.no_grad():
+        y = call(bench, module, bench.x())
+    bad = (~torch.isfinite(y)).double().mean().item()
+    return result("finite output", bad == 0, f"{bad:.0%} of the output is NaN or Inf" if bad else
+                  "the output is finite", {"non_finite_share": bad}, "NaN/Inf")

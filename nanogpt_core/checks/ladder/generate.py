@@ -79,6 +79,8 @@ MISTAKES = {
     "top_k ignored": lambda z, t, k: contract_distribution(z, t, None),
     "top_k positions": lambda z, t, k: torch.cat([(z.topk(k).values / t).softmax(-1),
                                                   torch.zeros(z.numel() - k, dtype=torch.float64)]),
+    "top_k plus one": lambda z, t, k: contract_distribution(z, t, k + 1),
+    "top_k minus one": lambda z, t, k: contract_distribution(z, t, k - 1),
 }
 NO_TOP_K = ((COLD, None), (HOT, None))
 
@@ -96,7 +98,8 @@ def best_explanation(b: Bench, settings, candidates: tuple[str, ...]) -> tuple[s
 
 
 SAMPLING_MISTAKES = ("greedy", "uniform", "temperature ignored", "temperature inverse")
-TOP_K_MISTAKES = ("top_k ignored", "top_k positions", "temperature ignored", "uniform")
+TOP_K_MISTAKES = ("top_k ignored", "top_k positions", "temperature ignored", "uniform", "top_k plus one",
+                  "top_k minus one")
 
 
 def _mistake_probe(b: Bench, mistake: str, settings, candidates, name: str, diagnosis: str, explain) -> CheckResult:
@@ -165,6 +168,15 @@ def top_k_temperature(b: Bench) -> CheckResult:
                           "the top_k logits at T=1")
 
 
+def top_k_count(b: Bench) -> CheckResult:
+    best, margin = best_explanation(b, TOP_K_SETTINGS, TOP_K_MISTAKES)
+    found = best in ("top_k plus one", "top_k minus one") and margin > EVIDENCE
+    kept = TOP_K + (1 if best == "top_k plus one" else -1)
+    return result("top_k keeps k tokens", not found, f"asked for top_k={TOP_K}, the samples come from the {kept} most "
+                  "likely tokens" if found else f"best explained by {best}", {"best_explanation": best,
+                  "log_likelihood_margin": margin}, "top_k keeps the wrong tokens")
+
+
 PROBES = (generate_form, generate_reproducible, kv_cache_use, generate_greedy, greedy_sampling, uniform_sampling,
           temperature_ignored, temperature_inverse, generate_temperature, top_k_ignored, top_k_ids,
-          top_k_temperature, generate_top_k)
+          top_k_temperature, top_k_count, generate_top_k)

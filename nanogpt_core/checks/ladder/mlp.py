@@ -8,8 +8,8 @@ import math
 import torch
 
 from nanogpt_core.checks.harness import REFERENCE, Bench, seeded
-from nanogpt_core.checks.ladder.common import determinism, parameters
-from nanogpt_core.checks.modules import mlp_activation, mlp_per_position, result
+from nanogpt_core.checks.ladder.common import determinism, finite, parameters
+from nanogpt_core.checks.modules import mlp_activation, mlp_gradients, mlp_per_position, result
 from nanogpt_core.checks.result import CheckResult
 from nanogpt_core.checks.tolerance import rel_error
 
@@ -35,4 +35,4 @@ def projection_last(b: Bench) -> CheckResult:
                   "something applied after c_proj")
 
 
-PROBES = (parameters, determinism, mlp_activation, projection_last, mlp_per_position)
+PROBES = (parameters, determinism, finite, mlp_activation, projection_last, mlp_per_position, mlp_gradients)

@@ -12,8 +12,15 @@ import math
 import torch
 
 from nanogpt_core.checks.harness import Bench
-from nanogpt_core.checks.ladder.common import determinism
-from nanogpt_core.checks.modules import NORMALISED_SCALES, NORMALISED_TOLERANCE, norm_eps, norm_per_vector, result
+from nanogpt_core.checks.ladder.common import determinism, finite
+from nanogpt_core.checks.modules import (
+    NORMALISED_SCALES,
+    NORMALISED_TOLERANCE,
+    norm_eps,
+    norm_gradients,
+    norm_per_vector,
+    result,
+)
 from nanogpt_core.checks.result import CheckResult
 from nanogpt_core.checks.tolerance import rel_error
 
@@ -76,10 +83,13 @@ def statistic(b: Bench) -> CheckResult:
     named = {"mean(|x|)": x.double().abs().mean(-1), "max(|x|)": x.double().abs().amax(-1),
              "the L2 norm (sqrt(C) * RMS)": _rms(x) * math.sqrt(C), "mean(x^2) (no square root)": _rms(x) ** 2,
              "sqrt(sum(x^2)) / C": _rms(x) / math.sqrt(C)}
+    if abs(p) < 0.05:
+        return result("divides by the RMS", False, f"the output's scale follows the input's (divisor ~ RMS^{p:.2f}): "
+                      "the vectors are not normalised at all", numbers, "norm does not normalise")
     match = next((label for label, value in named.items() if ((d / value) - 1).abs().max().item() < 1e-3), None)
     what = match or f"{math.exp(log_c):.3g} * RMS^{p:.2f}"
     return result("divides by the RMS", False, f"divides each vector by {what} instead of its RMS (off by up to "
                   f"{err:.2g} at RMS 3..100)", numbers, "norm divides by the wrong statistic")
 
 
-PROBES = (determinism, keepdim, norm_per_vector, subtracts_mean, norm_eps, statistic)
+PROBES = (determinism, finite, keepdim, norm_per_vector, subtracts_mean, norm_eps, statistic, norm_gradients)

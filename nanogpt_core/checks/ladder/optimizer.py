@@ -23,6 +23,9 @@ from nanogpt_core.model.assembly import build_model
 from nanogpt_core.model.config import GPTConfig
 from nanogpt_core.model.registry import get_implementation
 
+# A fitted history (betas, momentum) names a cause only if it reproduces the candidate's updates: AdamW's fp64
+# simulation matches torch's fp32 AdamW to ~1e-6; Muon's fp32 simulation matches a bf16 Muon to its rounding (~1.5e-2).
+ADAM_EXPLAINED, MUON_EXPLAINED = 1e-3, 5e-2
 LR_RESOLUTION = 0.05  # fitted step sizes agree to 1% between bf16 and fp32 Muon, exactly for AdamW
 WIDTH_MATCH = 0.02
 DECAY_RESOLUTION = 1e-5  # lr * weight_decay: fitted to ~4e-7 from a bf16 Muon; weight_decay 0.1 at lr 0.02 is 2e-3
@@ -95,7 +98,8 @@ def adam_eps(b: Bench) -> CheckResult:
 
 
 def adam_betas(b: Bench) -> CheckResult:
-    rows = [(n, r.betas, c.betas) for n, r, c in _same_kind(b) if r.betas and c.betas]
+    rows = [(n, r.betas, c.betas) for n, r, c in _same_kind(b) if r.betas and c.betas
+            and c.history_misfit is not None and c.history_misfit <= ADAM_EXPLAINED]
     for n, (r1, r2), (c1, c2) in rows:
         if abs(c1 - r1) > 0.02 or abs(math.log((1 - c2 + 1e-9) / (1 - r2 + 1e-9))) > 0.2:
             return result("AdamW betas", False, f"{n}'s updates over 5 steps fit betas ({c1:.3g}, {c2:.4g}) (the "
@@ -106,7 +110,7 @@ def adam_betas(b: Bench) -> CheckResult:
 
 def _muon_history(b: Bench) -> tuple[str, UpdateProfile, UpdateProfile] | None:
     return next(((n, r, c) for n, r, c in _same_kind(b) if r.kind == "muon" and r.momentum is not None
-                 and c.momentum is not None), None)
+                 and c.momentum is not None and c.history_misfit <= MUON_EXPLAINED), None)
 
 
 def muon_nesterov(b: Bench) -> CheckResult:

@@ -11,6 +11,7 @@ from nanogpt_core.checks.harness import Bench
 from nanogpt_core.checks.modules import (
     result,
     rotary_convention,
+    rotary_output,
     rotary_preserves_length,
     rotary_relative_offset,
     rotary_table,
@@ -86,5 +87,5 @@ def frequencies(b: Bench) -> CheckResult:
                   "rotary frequencies differ", method="precompute")
 
 
-PROBES = (rotary_table, cos_sin_swapped, rotary_convention, reversed_rotation, rotary_preserves_length, frequencies,
-          rotary_relative_offset)
+PROBES = (rotary_table, rotary_output, cos_sin_swapped, rotary_convention, reversed_rotation, rotary_preserves_length,
+          rotary_relative_offset, frequencies)
