@@ -16,8 +16,8 @@ import torch
 DIAGNOSES: dict[str, str] = {
     # anything
     "not implemented": "implement the method named in the TODO message, then run the check again.",
-    "raised an error": "the component raised while the check ran (the error and the line are in the detail); add "
-    "--debug to `nanogpt check` or `nanogpt compare` for the traceback.",
+    "raised an error": "the component raised while the check ran (the error and the line are in the detail); "
+    "`nanogpt check SET:COMPONENT --debug` or `nanogpt compare --use SET:COMPONENT --debug` prints its traceback.",
     "wrong shape": "compare the shapes with the contract (`nanogpt components`).",
     "wrong dtype": "return the input's dtype: cast back with .to(x.dtype) after mixing with bf16 tables.",
     "state-dict keys or shapes differ from the contract": "name and shape the parameters as the contract says "
