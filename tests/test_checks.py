@@ -114,12 +114,6 @@ def test_bugs_the_contract_cannot_see_are_named_by_the_reference_comparison(bugs
     assert r.passed is False and r.diagnosis == diagnosis, r.detail
 
 
-@pytest.mark.parametrize("impl_set", sorted(set(BUGS) - SAME_NUMBERS - CONTRACT_VALID))
-def test_no_bug_matches_the_reference(bugs, impl_set):
-    component = bugs[impl_set][0]
-    assert matches_reference(impl_set, component).passed is False
-
-
 def test_the_suite_holds_at_least_45_distinct_mutants_each_with_a_named_fix():
     assert len(BUGS) >= 45 and len({id(impl) for _, impl, _ in BUGS.values()}) == len(BUGS)
     assert all(DIAGNOSES.get(diagnosis) for _, _, diagnosis in BUGS.values())
@@ -230,3 +224,18 @@ def test_results_serialise_to_json():
     r = run_checks("reference", ["norm"])[0]
     data = json.loads(json.dumps(r.to_dict()))
     assert data["status"] == "pass" and data["component"] == "norm"
+
+
+def test_check_cli_shows_the_cause_first_with_where_and_the_traceback_behind_debug(bugs):
+    from click.testing import CliRunner
+
+    from nanogpt_cli.main import cli
+
+    plain = CliRunner().invoke(cli, ["check", "bug-norm-no-keepdim:norm"])
+    debug = CliRunner().invoke(cli, ["check", "bug-norm-no-keepdim:norm", "--debug"])
+    assert plain.exit_code == debug.exit_code == 1
+    text = " ".join(plain.output.split())
+    first_row = text.split("┡", 1)[1]
+    assert first_row.index("cause →") < first_row.index("raised an error")  # the cause before the symptoms
+    assert "norm reduces without keepdim" in text and "where: " in text and "NormNoKeepdim.forward" in text
+    assert "Traceback" not in plain.output and "Traceback (most recent call last)" in debug.output

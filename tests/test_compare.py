@@ -12,6 +12,7 @@ import torch
 from click.testing import CliRunner
 from plugins.alt_impls import ALTERNATIVES
 from plugins.wrong_impls import BUGS
+from test_checks import SAME_NUMBERS
 
 import nanogpt_core.model.assembly as core_model
 from nanogpt_cli.main import cli
@@ -100,6 +101,8 @@ def test_each_bug_fails_with_its_diagnosis_first(bugs, impl_set):
     assert verdict.diagnoses[0] == diagnosis and verdict.next_step  # the fix printed with it
     assert "wrong_impls.py:" in verdict.where  # the file and line of the method at fault
     assert report.exit_code == 1 and component in report.failed
+    # and the comparison with the reference sees it too, unless the bug computes the reference's numbers
+    assert verdict.isolation.passed is (impl_set in SAME_NUMBERS), verdict.isolation.detail
 
 
 BUGGY_NORM_FILE = '''\

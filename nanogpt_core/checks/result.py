@@ -179,6 +179,7 @@ DIAGNOSIS_METHOD: dict[str, str] = {
     "block does not keep attn/mlp": "__init__",
     "rotary table has the wrong shape": "precompute",
     "rotary frequencies differ": "precompute",
+    "rotary does not depend on position": "precompute",
     "rotary table differs from reference": "precompute",
     "buffers on the wrong device or dtype": "precompute",
 }

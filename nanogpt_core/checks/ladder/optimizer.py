@@ -31,7 +31,7 @@ WIDTH_MATCH = 0.02
 DECAY_RESOLUTION = 1e-5  # lr * weight_decay: fitted to ~4e-7 from a bf16 Muon; weight_decay 0.1 at lr 0.02 is 2e-3
 
 
-@functools.lru_cache(maxsize=16)
+@functools.lru_cache(maxsize=256)
 def _fitted(impl_set: str, implementation: object, config_key: tuple) -> dict[str, UpdateProfile]:
     """Every parameter's profile under `impl_set`'s optimizer (cached: the reference's is fitted once)."""
     model = build_model(GPTConfig(**dict(config_key)), use={"optimizer": impl_set})
