@@ -58,12 +58,17 @@ class EinsumAttention(nn.Module):
         self.c_proj = nn.Linear(C, C, bias=False)
         self.q_norm, self.k_norm = norm(self.head_dim), norm(self.head_dim)
 
-    def forward(self, x, cos_sin, kv_cache):
+    def project(self, x, cos_sin):
+        """q (B, T, H, D) rotated and normalised; k the same with Hkv heads; v (B, T, Hkv, D)."""
         B, T, C = x.shape
         cos, sin = cos_sin
         q = self.q_norm(self.rotary.apply(self.c_q(x).view(B, T, self.n_head, self.head_dim), cos, sin))
         k = self.k_norm(self.rotary.apply(self.c_k(x).view(B, T, self.n_kv_head, self.head_dim), cos, sin))
-        v = self.c_v(x).view(B, T, self.n_kv_head, self.head_dim)
+        return q, k, self.c_v(x).view(B, T, self.n_kv_head, self.head_dim)
+
+    def forward(self, x, cos_sin, kv_cache):
+        B, T, C = x.shape
+        q, k, v = self.project(x, cos_sin)
         k, v = k.transpose(1, 2), v.transpose(1, 2)
         if kv_cache is not None:
             k, v = kv_cache.insert_kv(self.layer_idx, k, v)
@@ -158,11 +163,7 @@ class Float32SoftmaxAttention(EinsumAttention):
 
     def forward(self, x, cos_sin, kv_cache):
         B, T, C = x.shape
-        cos, sin = cos_sin
-        q = self.q_norm(self.rotary.apply(self.c_q(x).view(B, T, self.n_head, self.head_dim), cos, sin))
-        k = self.k_norm(self.rotary.apply(self.c_k(x).view(B, T, self.n_kv_head, self.head_dim), cos, sin))
-        v = self.c_v(x).view(B, T, self.n_kv_head, self.head_dim)
-        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        q, k, v = (t.transpose(1, 2) for t in self.project(x, cos_sin))
         if kv_cache is not None:
             k, v = kv_cache.insert_kv(self.layer_idx, k, v)
         Tk, group = k.size(2), self.n_head // self.n_kv_head

@@ -60,6 +60,14 @@ class _Attention(CausalSelfAttention):
         B, H, T, D = y.shape
         return y.transpose(1, 2).contiguous().view(B, T, H * D)
 
+    def scores(self, q, k, v, kv_cache):
+        """For attention written out by hand: (scaled scores (B, H, Tq, Tk), v with every query head's values)."""
+        if kv_cache is not None:
+            k, v = kv_cache.insert_kv(self.layer_idx, k, v)
+        group = self.n_head // self.n_kv_head
+        k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+        return q @ k.transpose(-2, -1) / math.sqrt(q.size(-1)), v
+
     def forward(self, x, cos_sin, kv_cache):
         q, k = self.qk(x, cos_sin)
         v = self.values(x, cos_sin)
@@ -210,12 +218,8 @@ class ManualSoftmaxWrongDim(_Attention):
     """Attention written out by hand, with the softmax over the queries (dim=-2) instead of the keys."""
 
     def attend(self, q, k, v, kv_cache):
-        if kv_cache is not None:
-            k, v = kv_cache.insert_kv(self.layer_idx, k, v)
-        group = self.n_head // self.n_kv_head
-        k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
-        Tq, Tk = q.size(2), k.size(2)
-        scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))
+        scores, v = self.scores(q, k, v, kv_cache)
+        Tq, Tk = scores.shape[-2:]
         mask = torch.ones((Tq, Tk), dtype=torch.bool, device=q.device).tril(diagonal=Tk - Tq)
         return scores.masked_fill(~mask, float("-inf")).softmax(dim=-2).nan_to_num() @ v
 
@@ -243,12 +247,8 @@ class MaskMultiplied(_Attention):
     """Multiplies the scores by a mask of 1 and -inf instead of adding it: negative scores become +inf, NaN."""
 
     def attend(self, q, k, v, kv_cache):
-        if kv_cache is not None:
-            k, v = kv_cache.insert_kv(self.layer_idx, k, v)
-        group = self.n_head // self.n_kv_head
-        k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
-        Tq, Tk = q.size(2), k.size(2)
-        scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))
+        scores, v = self.scores(q, k, v, kv_cache)
+        Tq, Tk = scores.shape[-2:]
         mask = torch.ones((Tq, Tk), device=q.device).masked_fill(
             ~torch.ones((Tq, Tk), dtype=torch.bool, device=q.device).tril(diagonal=Tk - Tq), float("-inf"))
         return (scores * mask).softmax(dim=-1) @ v
@@ -258,12 +258,8 @@ class MaskHidesSelf(_Attention):
     """masked_fill over triu(diagonal=0): each query is hidden from its own key (the first from every key: NaN)."""
 
     def attend(self, q, k, v, kv_cache):
-        if kv_cache is not None:
-            k, v = kv_cache.insert_kv(self.layer_idx, k, v)
-        group = self.n_head // self.n_kv_head
-        k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
-        Tq, Tk = q.size(2), k.size(2)
-        scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))
+        scores, v = self.scores(q, k, v, kv_cache)
+        Tq, Tk = scores.shape[-2:]
         hidden = torch.ones((Tq, Tk), dtype=torch.bool, device=q.device).triu(diagonal=Tk - Tq)
         return scores.masked_fill(hidden, float("-inf")).softmax(dim=-1) @ v
 
