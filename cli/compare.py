@@ -65,7 +65,7 @@ def compare_command(use: str, steps: int, device: str, json_path: str | None, pl
         Path(json_path).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     render(report, console, debug=invocation_debug())
     if plot_path and report.training is not None:
-        console.print(f"loss curves: {plot_path}")
+        console.print(Text(f"loss curves: {plot_path}"))
     return report.exit_code
 
 

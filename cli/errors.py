@@ -92,9 +92,9 @@ def render_diagnosis(d: Diagnosis, command: str, console: Console | None = None)
         title = f"Error in {d.where}" + (f" ({d.impl_set})" if d.impl_set else "")
         rows.add_row("error", Text(d.error))
     if d.file:
-        rows.add_row("your code", f"{d.file}:{d.line}" + (f"  in {d.qualname}" if d.qualname else ""))
+        rows.add_row("your code", Text(f"{d.file}:{d.line}" + (f"  in {d.qualname}" if d.qualname else "")))
     if d.reference_file:
-        rows.add_row("reference", d.reference_file)
+        rows.add_row("reference", Text(d.reference_file))
     if d.signature:
         rows.add_row("contract", Text(d.signature))
     if d.shapes:
@@ -108,7 +108,7 @@ def render_diagnosis(d: Diagnosis, command: str, console: Console | None = None)
     if d.component:
         rows.add_row("check it", Text(f"nanogpt check {d.impl_set or 'student'}:{d.component}", style="cyan"))
     style = "yellow" if d.kind == "todo" else "red"
-    console.print(Panel(rows, title=title, title_align="left", border_style=style, expand=False))
+    console.print(Panel(rows, title=Text(title), title_align="left", border_style=style, expand=False))
     if d.kind != "todo" and "--debug" not in command:
         console.print("(run again with --debug for the full traceback)")
 
