@@ -91,6 +91,8 @@ DIAGNOSES: dict[str, str] = {
     "MLP activation not relu²": "the activation is relu(x).square(): positive, and doubling x quadruples it.",
     "MLP hidden width is not 4 * n_embd": "c_fc = nn.Linear(n_embd, 4 * n_embd, bias=False) and c_proj = "
     "nn.Linear(4 * n_embd, n_embd, bias=False).",
+    "activation not applied to c_fc's output": "apply relu² to the hidden layer, between the two projections: "
+    "self.c_proj(F.relu(self.c_fc(x)).square()).",
     "something applied after c_proj": "c_proj is the last operation: return self.c_proj(relu(c_fc(x)).square()).",
     "MLP mixes positions": "the MLP must act on each position independently (Linear over the last dim only).",
     # block
@@ -147,7 +149,8 @@ DIAGNOSES: dict[str, str] = {
     "generation not reproducible": "draw samples from a torch.Generator seeded with `seed` (pass generator=rng to "
     "torch.multinomial), not the global RNG.",
     "greedy generation differs from argmax": "temperature 0 must pick argmax of the last position's logits "
-    "(logits[:, -1, :]); with the cache, feed only the new token after the prefill.",
+    "(logits[:, -1, :]) without dividing by the temperature; with the cache, feed only the new token after the "
+    "prefill.",
     "sampling is greedy at temperature > 0": "above temperature 0 sample: torch.multinomial(softmax(logits / T), 1, "
     "generator=rng); argmax only when temperature == 0.",
     "temperature ignored": "divide the logits by the temperature before the softmax.",

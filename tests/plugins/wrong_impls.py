@@ -438,6 +438,13 @@ class NormL2(_Norm):
         return F.normalize(x, dim=-1)
 
 
+class NormStd(_Norm):
+    """Divides by sqrt(x.var() + eps): var subtracts the mean, so this is the standard deviation, not the RMS."""
+
+    def forward(self, x):
+        return x / torch.sqrt(x.var(dim=-1, keepdim=True, unbiased=False) + 1e-6)
+
+
 class NormNotCastBack(_Norm):
     """Computes in float32 for precision and forgets to cast back: bf16 in, float32 out."""
 
@@ -541,6 +548,13 @@ class MLPStraightThrough(MLP):
     def forward(self, x):
         h = self.c_fc(x)
         return self.c_proj(h + (F.relu(h).square() - h).detach())
+
+
+class MLPActivationBeforeFc(MLP):
+    """relu² applied to the input, before c_fc: c_proj(c_fc(relu(x) ** 2))."""
+
+    def forward(self, x):
+        return self.c_proj(self.c_fc(F.relu(x).square()))
 
 
 class MLPCentresOverPositions(MLP):
@@ -977,6 +991,22 @@ def generate_always_top_p(logits, temperature, top_k, rng):
     return order.gather(1, torch.multinomial(sorted_probs, 1, generator=rng))
 
 
+@torch.inference_mode()
+def generate_divides_by_zero_temperature(model, tokens, max_tokens, temperature=1.0, top_k=None, seed=42):
+    """Divides by the temperature before checking for 0: greedy decoding raises."""
+    rng = torch.Generator(device=model.get_device()).manual_seed(seed)
+    cache = model.new_kv_cache(1, len(tokens) + max_tokens)
+    ids = torch.tensor([tokens], device=model.get_device())
+    for _ in range(max_tokens):
+        scaled = model(ids, kv_cache=cache)[:, -1, :].float() / temperature
+        if top_k is not None:
+            vals, idx = scaled.topk(top_k, dim=-1)
+            ids = idx.gather(1, torch.multinomial(F.softmax(vals, -1), 1, generator=rng))
+        else:
+            ids = torch.multinomial(F.softmax(scaled, -1), 1, generator=rng)
+        yield ids.item()
+
+
 def generate_yields_prompt(model, tokens, max_tokens, temperature=1.0, top_k=None, seed=42):
     """Yields the prompt before the new tokens."""
     yield from tokens
@@ -1026,6 +1056,7 @@ BUGS: dict[str, tuple[str, object, str]] = {
     "bug-norm-mean-abs": ("norm", NormMeanAbs, "norm divides by the wrong statistic"),
     "bug-norm-no-sqrt": ("norm", NormNoSqrt, "norm divides by the wrong statistic"),
     "bug-norm-l2": ("norm", NormL2, "norm divides by the wrong statistic"),
+    "bug-norm-std": ("norm", NormStd, "norm divides by the wrong statistic"),
     "bug-norm-subtracts-mean": ("norm", NormSubtractsMean, "norm subtracts the mean"),
     "bug-norm-not-cast-back": ("norm", NormNotCastBack, "wrong dtype"),
     "bug-norm-identity": ("norm", NormIdentity, "norm does not normalise"),
@@ -1042,6 +1073,7 @@ BUGS: dict[str, tuple[str, object, str]] = {
     "bug-mlp-halved": ("mlp", MLPHalved, "output differs from reference"),
     "bug-mlp-straight-through": ("mlp", MLPStraightThrough, "gradients differ from reference"),
     "bug-mlp-mixes-positions": ("mlp", MLPCentresOverPositions, "MLP mixes positions"),
+    "bug-mlp-activation-before-fc": ("mlp", MLPActivationBeforeFc, "activation not applied to c_fc's output"),
     # block
     "bug-no-residual": ("block", NoResidualBlock, "missing residual"),
     "bug-post-norm": ("block", PostNormBlock, "post-norm instead of pre-norm"),
@@ -1092,6 +1124,8 @@ BUGS: dict[str, tuple[str, object, str]] = {
     "bug-generate-refeeds-prefix": ("generate", generate_refeeds_prefix, "KV cache misused in generate"),
     "bug-generate-first-position": ("generate", generate_first_position_logits,
                                     "greedy generation differs from argmax"),
+    "bug-temperature-zero-divides": ("generate", generate_divides_by_zero_temperature,
+                                     "greedy generation differs from argmax"),
     "bug-generate-yields-prompt": ("generate", generate_yields_prompt, "generate yields wrong tokens"),
     "bug-top-k-off-by-one": ("generate", generate_top_k_off_by_one, "top_k keeps the wrong tokens"),
     "bug-generate-always-top-p": ("generate", generate_always_top_p,

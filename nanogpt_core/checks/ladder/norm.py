@@ -81,6 +81,8 @@ def statistic(b: Bench) -> CheckResult:
     numbers.update(exponent=p, factor=math.exp(log_c))
     C = b.config.n_embd
     named = {"mean(|x|)": x.double().abs().mean(-1), "max(|x|)": x.double().abs().amax(-1),
+             "the standard deviation (x.std / x.var subtract the mean)": x.double().std(-1, unbiased=False),
+             "the unbiased standard deviation (x.std / x.var subtract the mean)": x.double().std(-1),
              "the L2 norm (sqrt(C) * RMS)": _rms(x) * math.sqrt(C), "mean(x^2) (no square root)": _rms(x) ** 2,
              "sqrt(sum(x^2)) / C": _rms(x) / math.sqrt(C)}
     if abs(p) < 0.05:
