@@ -25,8 +25,8 @@ from nanogpt_impls.reference.mlp import MLP
 # `nanogpt check` passes them, and only the comparison with the reference catches them
 CONTRACT_VALID = {
     "bug-mlp-activation-before-fc", "bug-mlp-halved", "bug-mlp-square-after-proj", "bug-mlp-straight-through",
-    "bug-no-rotary",
-    "bug-no-softmax-scale", "bug-norm-on-v", "bug-norm-subtracts-mean", "bug-optimizer-amsgrad",
+    "bug-no-rotary", "bug-no-softmax-scale", "bug-norm-on-v", "bug-norm-subtracts-mean", "bug-optimizer-amsgrad",
+    "bug-rotary-called-swapped",
     "bug-optimizer-default-betas", "bug-optimizer-default-eps", "bug-optimizer-lrs-swapped",
     "bug-optimizer-match-rms", "bug-optimizer-momentum", "bug-optimizer-muon-decay", "bug-optimizer-muon-default-lr",
     "bug-optimizer-no-nesterov", "bug-optimizer-no-width-scaling", "bug-parallel-block", "bug-qknorm-hardcoded",

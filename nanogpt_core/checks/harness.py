@@ -70,22 +70,23 @@ class Bench:
 
     # --- modules built as GPT builds them -------------------------------------------------------------------------
 
-    def build(self, impl_set: str | None = None, norm: Any = None) -> nn.Module:
+    def build(self, impl_set: str | None = None, norm: Any = None, rotary: Any = None) -> nn.Module:
         """The component's module from `impl_set` (default: the set under test), with reference parts injected.
-        `norm` overrides the norm class injected into attention and block (used to expose ordering bugs)."""
+        `norm` and `rotary` override the parts injected into attention and block (to expose how they are used)."""
         use_set = self.impl_set if impl_set is None else impl_set
         make = get_implementation(use_set, self.component)
         norm = norm or self.ref("norm")
+        rotary = rotary or self.ref("rotary")
         cfg, c = self.config, self.component
         with torch.device(self.device):
             if c == "norm":
                 return make(cfg.n_embd)
             if c == "attention":
-                return make(cfg, 0, norm=norm, rotary=self.ref("rotary"))
+                return make(cfg, 0, norm=norm, rotary=rotary)
             if c == "mlp":
                 return make(cfg)
             if c == "block":
-                attn = self.ref("attention")(cfg, 0, norm=norm, rotary=self.ref("rotary"))
+                attn = self.ref("attention")(cfg, 0, norm=norm, rotary=rotary)
                 return make(cfg, 0, attn=attn, mlp=self.ref("mlp")(cfg), norm=norm)
         raise ValueError(f"{c} is not a module component")
 

@@ -97,6 +97,18 @@ class IdentityNorm(nn.Module):
         return x
 
 
+class IdentityRotary:
+    """A rotation by angle 0 whatever the table: with it injected, how attention calls rotary cannot matter."""
+
+    @staticmethod
+    def precompute(seq_len: int, head_dim: int, base: float = 10000, device=None):
+        raise NotImplementedError("the probes pass the reference's table")
+
+    @staticmethod
+    def apply(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        return x
+
+
 class _EpsRMSNorm(nn.Module):
     """RMSNorm with a given eps: the far end of the eps range the contract accepts, to measure what it moves."""
 
@@ -109,12 +121,12 @@ class _EpsRMSNorm(nn.Module):
 
 
 @functools.lru_cache(maxsize=64)
-def _module_tolerances(component: str, config_key: tuple, dtype: torch.dtype, norm: type[nn.Module] | None
-                       ) -> dict[str, float]:
+def _module_tolerances(component: str, config_key: tuple, dtype: torch.dtype, norm: type[nn.Module] | None,
+                       rotary: object = None) -> dict[str, float]:
     bench = Bench(REFERENCE, component, GPTConfig(**dict(config_key)))
     with seeded(0):
-        ref = bench.build(REFERENCE, norm=norm)
-    ref64 = bench.build(REFERENCE, norm=norm)
+        ref = bench.build(REFERENCE, norm=norm, rotary=rotary)
+    ref64 = bench.build(REFERENCE, norm=norm, rotary=rotary)
     ref64.load_state_dict(ref.state_dict())
     x, cos, sin = module_inputs(bench, dtype)
     low = module_tensors(bench, ref.to(dtype), x, cos, sin)
@@ -146,15 +158,16 @@ def outcome(component: str, diffs: list[TensorDiff], dtype: torch.dtype, extra: 
     return CheckResult(component, NAME, False, detail, numbers, diagnosis)
 
 
-def module_diffs(bench: Bench, dtype: torch.dtype, norm: type[nn.Module] | None = None
+def module_diffs(bench: Bench, dtype: torch.dtype, norm: type[nn.Module] | None = None, rotary: object = None
                  ) -> list[TensorDiff] | CheckResult:
-    """Per-tensor diffs of the candidate module against the reference on the reference's weights; a CheckResult
-    when the parameters differ in name or shape (nothing to compare on the same weights)."""
-    tolerances = _module_tolerances(bench.component, _key(bench.config), dtype, norm)
+    """Per-tensor diffs of the candidate module against the reference on the reference's weights (with `norm` and
+    `rotary` injected into both when given); a CheckResult when the parameters differ in name or shape (nothing
+    to compare on the same weights)."""
+    tolerances = _module_tolerances(bench.component, _key(bench.config), dtype, norm, rotary)
     with seeded(0):
-        ref = bench.build(REFERENCE, norm=norm)
+        ref = bench.build(REFERENCE, norm=norm, rotary=rotary)
     with seeded(1):
-        cand = bench.build(norm=norm)
+        cand = bench.build(norm=norm, rotary=rotary)
     diff = key_diff(cand, ref)
     if diff:
         return CheckResult(bench.component, NAME, False, f"state dicts differ: {diff}", {"key_diff": diff},

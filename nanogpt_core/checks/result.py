@@ -48,6 +48,10 @@ DIAGNOSES: dict[str, str] = {
     "q @ k.transpose(-2, -1) / math.sqrt(head_dim).",
     "values transformed before attention": "v = c_v(x).view(B, T, Hkv, D) and nothing else: rotary and QK-norm act "
     "on q and k only.",
+    "values not taken from c_v": "v = self.c_v(x).view(B, T, n_kv_head, head_dim): the values come from c_v, the "
+    "keys from c_k.",
+    "rotary called with the wrong table": "call self.rotary.apply(q, cos, sin) with cos, sin = cos_sin as given, on q "
+    "and k shaped (B, T, heads, head_dim), before the transpose.",
     "rotary not applied to q and k": "rotate both q and k, before QK-norm: q, k = rotary.apply(q, cos, sin), "
     "rotary.apply(k, cos, sin).",
     "KV-cache decode differs from full forward": "with a cache, the query at position pos must attend to cached "

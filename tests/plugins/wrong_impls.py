@@ -147,6 +147,29 @@ class NormOnValues(_Attention):
         return self.k_norm(super().values(x, cos_sin))
 
 
+class KeysAndValuesSwapped(_Attention):
+    """k from c_v and v from c_k."""
+
+    def qk(self, x, cos_sin):
+        B, T, _ = x.size()
+        q = self.c_q(x).view(B, T, self.n_head, self.head_dim)
+        k = self.c_v(x).view(B, T, self.n_kv_head, self.head_dim)
+        cos, sin = cos_sin
+        return self.q_norm(self.rotary.apply(q, cos, sin)), self.k_norm(self.rotary.apply(k, cos, sin))
+
+    def values(self, x, cos_sin):
+        B, T, _ = x.size()
+        return self.c_k(x).view(B, T, self.n_kv_head, self.head_dim)
+
+
+class RotaryCalledSwapped(_Attention):
+    """rotary.apply(q, sin, cos): the table's two halves passed the other way round."""
+
+    def qk(self, x, cos_sin):
+        cos, sin = cos_sin
+        return super().qk(x, (sin, cos))
+
+
 class GQATiled(_Attention):
     """Expands the key/value heads with repeat (tiling) instead of repeat_interleave: query head h reads kv head
     h % n_kv_head instead of h // group."""
@@ -1024,6 +1047,8 @@ BUGS: dict[str, tuple[str, object, str]] = {
     "bug-no-rotary": ("attention", NoRotary, "rotary not applied to q and k"),
     "bug-rotary-on-v": ("attention", RotaryOnValues, "values transformed before attention"),
     "bug-norm-on-v": ("attention", NormOnValues, "values transformed before attention"),
+    "bug-keys-values-swapped": ("attention", KeysAndValuesSwapped, "values not taken from c_v"),
+    "bug-rotary-called-swapped": ("attention", RotaryCalledSwapped, "rotary called with the wrong table"),
     "bug-gqa-tiled": ("attention", GQATiled, "GQA head mapping"),
     "bug-kv-off-by-one": ("attention", KVCacheOffByOne, "KV-cache decode differs from full forward"),
     "bug-kv-causal-decode": ("attention", KVCacheCausalDecode, "KV-cache decode differs from full forward"),

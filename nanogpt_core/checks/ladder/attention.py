@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from nanogpt_core.checks.harness import REFERENCE, Bench, seeded
-from nanogpt_core.checks.isolation import IdentityNorm, MeanCenteringNorm, module_diffs
+from nanogpt_core.checks.isolation import IdentityNorm, IdentityRotary, MeanCenteringNorm, module_diffs
 from nanogpt_core.checks.ladder.common import determinism, finite, parameters
 from nanogpt_core.checks.modules import (
     attention_causal,
@@ -150,6 +150,14 @@ def values_untouched(b: Bench) -> CheckResult:
         return result("values untouched", False, f"with the same v at every position the output is v times "
                       f"{factor.min().item():.3g}..{factor.max().item():.3g}: the attention weights of a query sum to "
                       "that instead of 1", numbers, "attention weights do not sum to 1")
+    def no_keys(state: dict[str, torch.Tensor]) -> None:
+        edit(state)
+        state["c_k.weight"].zero_()
+
+    keyless = _call(_rewired(b, no_keys), b, x).double()  # zero keys: uniform weights, and still v on average
+    if keyless.norm() <= 1e-6 * expected.norm():
+        return result("values untouched", False, "with c_k zeroed the output is zero, though v (from c_v) is not: "
+                      "the values are computed from c_k", numbers, "values not taken from c_v")
     what = (f"v scaled by {factor.mean().item():.3g} at every position" if parallel < WEIGHT_TOLERANCE
             else f"a different vector (rel {dev:.2f}), changing along the sequence by "
                  f"{rel_error(y[:, -1], y[:, 0]):.2f}")
@@ -268,5 +276,21 @@ def norm_placement(b: Bench) -> CheckResult:
     return result("QK-norm placement", True, "differs with other norms injected too, for another reason", {})
 
 
+def rotary_call(b: Bench) -> CheckResult:
+    """Inject a rotary that does nothing: if the candidate then equals the reference (which gets it too) but not
+    with the real rotary, the difference is in how attention calls rotary (the table's arguments swapped, sliced,
+    or q and k rotated in another layout)."""
+    real = module_diffs(b, torch.float32)
+    if isinstance(real, CheckResult) or all(d.passed for d in real):
+        return result("rotary call", True, "matches with the real rotary", {})
+    identity = module_diffs(b, torch.float32, rotary=IdentityRotary)
+    found = not isinstance(identity, CheckResult) and all(d.passed for d in identity)
+    worst = max(real, key=lambda d: d.rel / d.tolerance)
+    return result("rotary call", not found, "equal to the reference when rotary does nothing, different with the "
+                  f"real one: attention calls rotary.apply differently; {worst.summary()}" if found else
+                  "differs without rotary too", {}, "rotary called with the wrong table")
+
+
 PROBES = (parameters, determinism, heads_layout, values_untouched, leakage, finite, attention_gqa_mapping, rotary_used,
-          softmax_scale, attention_qk_norm, norm_placement, attention_kv_cache, attention_causal, attention_gradients)
+          softmax_scale, attention_qk_norm, norm_placement, rotary_call, attention_kv_cache, attention_causal,
+          attention_gradients)
