@@ -27,6 +27,11 @@ def default_check_config() -> GPTConfig:
     return GPTConfig(sequence_len=32, vocab_size=97, n_layer=2, n_head=4, n_kv_head=2, n_embd=64)
 
 
+def config_key(config: GPTConfig) -> tuple:
+    """A config as a hashable key, for caches of measurements that depend on the model's shape only."""
+    return tuple(sorted(config.to_dict().items()))
+
+
 @contextlib.contextmanager
 def seeded(seed: int) -> Iterator[None]:
     """Seed torch's CPU RNG for the block and restore the caller's RNG state afterwards."""

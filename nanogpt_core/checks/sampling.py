@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import torch
 
-from nanogpt_core.checks.harness import Bench, seeded
+from nanogpt_core.checks.harness import Bench, config_key, seeded
 from nanogpt_core.model.config import GPTConfig
 from nanogpt_core.model.registry import get_implementation
 
@@ -49,9 +49,9 @@ def next_logits(model, tokens: list[int]) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=1024)  # a few KB each; a test run samples ~100 implementations x 5 settings
-def _counts(impl_set: str, implementation: Callable, config_key: tuple, temperature: float,
+def _counts(impl_set: str, implementation: Callable, key: tuple, temperature: float,
             top_k: int | None) -> tuple[tuple[int, ...], tuple[float, ...]]:
-    bench = Bench(impl_set, "generate", GPTConfig(**dict(config_key)))
+    bench = Bench(impl_set, "generate", GPTConfig(**dict(key)))
     model = generation_model(bench)
     counts = torch.zeros(bench.config.vocab_size, dtype=torch.float64)
     for seed in range(SAMPLES):
@@ -62,7 +62,7 @@ def _counts(impl_set: str, implementation: Callable, config_key: tuple, temperat
 
 def samples(bench: Bench, temperature: float, top_k: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(counts over the vocabulary of SAMPLES first tokens, the logits they were drawn from)."""
-    key = tuple(sorted(bench.config.to_dict().items()))
+    key = config_key(bench.config)
     counts, logits = _counts(bench.impl_set, get_implementation(bench.impl_set, "generate"), key, temperature, top_k)
     return torch.tensor(counts, dtype=torch.float64), torch.tensor(logits, dtype=torch.float64)
 

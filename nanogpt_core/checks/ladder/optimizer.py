@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import math
 
-from nanogpt_core.checks.harness import REFERENCE, Bench
+from nanogpt_core.checks.harness import REFERENCE, Bench, config_key
 from nanogpt_core.checks.modules import result
 from nanogpt_core.checks.optimizer_updates import UpdateProfile, fit_profile, trace_updates, width_factors
 from nanogpt_core.checks.result import CheckResult
@@ -32,9 +32,9 @@ DECAY_RESOLUTION = 1e-5  # lr * weight_decay: fitted to ~4e-7 from a bf16 Muon; 
 
 
 @functools.lru_cache(maxsize=256)
-def _fitted(impl_set: str, implementation: object, config_key: tuple) -> dict[str, UpdateProfile]:
+def _fitted(impl_set: str, implementation: object, key: tuple) -> dict[str, UpdateProfile]:
     """Every parameter's profile under `impl_set`'s optimizer (cached: the reference's is fitted once)."""
-    model = build_model(GPTConfig(**dict(config_key)), use={"optimizer": impl_set})
+    model = build_model(GPTConfig(**dict(key)), use={"optimizer": impl_set})
     trace = trace_updates(model, model.setup_optimizers())
     profiles, history_done = {}, set()
     for name in trace.names:  # the history fits (betas, momentum) once per kind: they are per optimizer
@@ -46,7 +46,7 @@ def _fitted(impl_set: str, implementation: object, config_key: tuple) -> dict[st
 
 def fitted(b: Bench) -> tuple[dict[str, UpdateProfile], dict[str, UpdateProfile]]:
     """(reference, candidate) profiles of every parameter."""
-    key = tuple(sorted(b.config.to_dict().items()))
+    key = config_key(b.config)
     return tuple(_fitted(s, get_implementation(s, "optimizer"), key) for s in (REFERENCE, b.impl_set))
 
 
