@@ -9,8 +9,9 @@ import torch
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
-from nanogpt_cli.errors import debug_option
+from nanogpt_cli.errors import debug_option, invocation_debug
 from nanogpt_core.checks import run_checks
 from nanogpt_core.model.use_spec import one_set
 
@@ -49,7 +50,7 @@ def check_command(target: str, as_json: bool, device: str) -> int:
                               indent=2))
         return 0 if ok else 1
     console = Console(width=max(110, Console().width), highlight=False)
-    table = Table(title=f"nanogpt check {target}", title_justify="left")
+    table = Table(title=f"nanogpt check {escape(target)}", title_justify="left")
     table.add_column("component", style="bold")
     table.add_column("check")
     table.add_column("result")
@@ -61,12 +62,17 @@ def check_command(target: str, as_json: bool, device: str) -> int:
         if r.status == "fail":
             numbers = _numbers(r.numbers)
             detail = (f"{r.diagnosis}: " if r.diagnosis else "") + r.detail + (f"\n[{numbers}]" if numbers else "") \
-                + (f"\n-> {r.hint}" if r.hint else "")
+                + (f"\nwhere: {r.where}" if r.where else "") + (f"\n-> {r.hint}" if r.hint else "")
         if r.status == "not implemented":
             detail = f"{r.detail}\n-> implement it, then run `nanogpt check {impl_set}:{r.component}` again."
         style = STATUS_STYLE.get(r.status, "")
-        table.add_row(r.component, r.name, f"[{style}]{r.status}[/]", escape(detail))
+        table.add_row(Text(r.component), Text(("cause → " if r.cause else "") + r.name), Text(r.status, style=style),
+                      Text(detail))
     console.print(table)
+    if invocation_debug():
+        for r in results:
+            if r.traceback:
+                console.print(Text(f"{r.component} / {r.name}:\n{r.traceback}"))
     counts = {s: sum(r.status == s for r in checked) for s in ("pass", "fail", "not implemented")}
     console.print(f"{counts['pass']} passed, {counts['fail']} failed, {counts['not implemented']} not implemented.")
     return 0 if ok else 1

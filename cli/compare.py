@@ -7,10 +7,11 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from nanogpt_cli.errors import debug_option, remember_use
+from nanogpt_cli.errors import debug_option, invocation_debug, remember_use
 from nanogpt_cli.interop import pretrained_compare_command
 from nanogpt_core.compare import Report, compare
 from nanogpt_core.compare.curves import DATA_CHOICES, every, sparkline
@@ -62,60 +63,69 @@ def compare_command(use: str, steps: int, device: str, json_path: str | None, pl
         return report.exit_code
     if json_path:
         Path(json_path).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
-    render(report, console)
+    render(report, console, debug=invocation_debug())
     if plot_path and report.training is not None:
-        console.print(f"loss curves: {plot_path}")
+        console.print(Text(f"loss curves: {plot_path}"))
     return report.exit_code
 
 
-def render(report: Report, console: Console) -> None:
+def render(report: Report, console: Console, debug: bool = False) -> None:
+    """The report as tables and lines. Every string that comes from a component, a check or a user (details,
+    source lines, paths) is escaped: rich would read `[y1, y2]` in `torch.cat([y1, y2], 3)` as markup and drop it."""
     cc = report.check_config
-    console.print(f"[bold]nanogpt compare[/bold] {report.use_spec} vs reference  (mode: {report.mode}; checks on "
-                  f"n_layer={cc['n_layer']} n_embd={cc['n_embd']} n_head={cc['n_head']}/{cc['n_kv_head']} kv)")
+    console.print(f"[bold]nanogpt compare[/bold] {escape(report.use_spec)} vs reference  (mode: {report.mode}; checks "
+                  f"on n_layer={cc['n_layer']} n_embd={cc['n_embd']} n_head={cc['n_head']}/{cc['n_kv_head']} kv)")
     table = Table()
-    for col in ("component", "verdict", "diagnosis", "isolation (rel err / tol)"):
+    for col in ("component", "verdict", "diagnosis", "isolation (worst / its tolerance)"):
         table.add_column(col, overflow="fold")
     for v in report.components:
         iso = v.isolation
         iso_text = ""
         if iso is not None and iso.numbers.get("tensors"):
-            worst = max(t["rel"] for t in iso.numbers["tensors"].values())
-            iso_text = f"{worst:.1e} / {iso.numbers['tolerance']:.0e}"
+            worst = max(iso.numbers["tensors"].values(), key=lambda t: t["rel"] / max(t.get("tolerance", 0), 1e-300))
+            iso_text = f"{worst['rel']:.1e} / {worst.get('tolerance', iso.numbers['tolerance']):.1e}"
         elif iso is not None:
             iso_text = iso.status
         diagnosis = (v.detail.split(" — ")[0].replace("Implement ", "") if v.status == "not implemented"
                      else v.diagnosis)
-        table.add_row(f"{v.impl_set}:{v.component}", Text(v.status, style=STYLE.get(v.status, "")), diagnosis,
-                      iso_text)
+        table.add_row(Text(f"{v.impl_set}:{v.component}"), Text(v.status, style=STYLE.get(v.status, "")),
+                      Text(diagnosis), iso_text)
     console.print(table)
     for v in report.components:
         if v.status == "fail":
-            console.print(f"[red]✗ {v.component}[/red]: [bold]{v.diagnosis}[/bold] — {v.detail}")
-            failing = [c for c in [*v.checks, *([v.isolation] if v.isolation else [])] if c.passed is False]
-            for c in failing[1:4]:
+            console.print(f"[red]✗ {v.component}[/red]: [bold]{escape(v.diagnosis)}[/bold] — {escape(v.detail)}")
+            if v.where:
+                console.print(f"    [bold]where:[/bold] {escape(v.where)}")
+            console.print(f"    [bold]fix:[/bold] {escape(v.next_step)}")
+            failing = [c for c in [*v.checks, *([v.isolation] if v.isolation else [])]
+                       if c.passed is False and c.diagnosis != v.diagnosis]
+            for c in failing[:3]:
                 detail = c.detail if len(c.detail) <= 200 else c.detail[:200] + "… (--json has it all)"
-                console.print(f"    also {c.name}: {detail}")
-            console.print(f"    [bold]next:[/bold] {v.next_step}")
+                console.print(f"    also {escape(c.name)} ({escape(c.diagnosis)}): {escape(detail)}")
+            if debug:
+                for c in [*v.checks, *([v.isolation] if v.isolation else [])]:
+                    if c.traceback:
+                        console.print(Text(c.traceback))
         elif v.status == "not implemented":
-            console.print(f"[yellow]… {v.component}[/yellow]: {v.detail}")
+            console.print(f"[yellow]… {v.component}[/yellow]: {escape(v.detail)}")
     if report.not_implemented:
         first = report.verdict(report.not_implemented[0])
         console.print(f"    [bold]next:[/bold] implement it, then run: nanogpt compare --use "
-                      f"{first.impl_set}:{first.component}")
+                      f"{escape(first.impl_set)}:{first.component}")
     if report.probes:
         probes = Table(title="probes of the assembled model", show_header=True)
         for col in ("probe", "result", "detail"):
             probes.add_column(col, overflow="fold")
         for p in report.probes:
             label = p.status if p.passed is not False else f"fail: {p.diagnosis}"
-            probes.add_row(p.name, Text(label, style=STYLE.get(p.status, "")), p.detail)
+            probes.add_row(Text(p.name), Text(label, style=STYLE.get(p.status, "")), Text(p.detail))
         console.print(probes)
     if report.training is not None:
         render_training(report, console)
     for note in report.notes:
-        console.print(f"[dim]note: {note}[/dim]")
+        console.print(Text(f"note: {note}", style="dim"))
     if report.failed:
-        console.print(f"[bold red]FAIL[/bold red]: {', '.join(report.failed)}  ({report.elapsed_s:.1f} s)")
+        console.print(f"[bold red]FAIL[/bold red]: {escape(', '.join(report.failed))}  ({report.elapsed_s:.1f} s)")
     elif report.not_implemented:
         console.print(f"[bold yellow]NOT IMPLEMENTED[/bold yellow]: {', '.join(report.not_implemented)}  "
                       f"({report.elapsed_s:.1f} s)")

@@ -58,6 +58,13 @@ def debug_option(command):
                         help="Show the full traceback of an error.")(command)
 
 
+def invocation_debug() -> bool:
+    """Whether the running command was given --debug (read from the root context's Invocation)."""
+    ctx = click.get_current_context(silent=True)
+    obj = ctx.find_object(Invocation) if ctx is not None else None
+    return bool(obj and obj.debug)
+
+
 def rerun_command(argv: list[str]) -> str:
     """The command the user ran, to copy and run again."""
     return "nanogpt " + shlex.join(argv) if argv else "nanogpt"
@@ -87,9 +94,9 @@ def render_diagnosis(d: Diagnosis, command: str, console: Console | None = None)
         title = f"Error in {d.where}" + (f" ({d.impl_set})" if d.impl_set else "")
         rows.add_row("error", Text(d.error))
     if d.file:
-        rows.add_row("your code", f"{d.file}:{d.line}" + (f"  in {d.qualname}" if d.qualname else ""))
+        rows.add_row("your code", Text(f"{d.file}:{d.line}" + (f"  in {d.qualname}" if d.qualname else "")))
     if d.reference_file:
-        rows.add_row("reference", d.reference_file)
+        rows.add_row("reference", Text(d.reference_file))
     if d.signature:
         rows.add_row("contract", Text(d.signature))
     if d.shapes:
@@ -103,7 +110,7 @@ def render_diagnosis(d: Diagnosis, command: str, console: Console | None = None)
     if d.component:
         rows.add_row("check it", Text(f"nanogpt check {d.impl_set or 'student'}:{d.component}", style="cyan"))
     style = "yellow" if d.kind == "todo" else "red"
-    console.print(Panel(rows, title=title, title_align="left", border_style=style, expand=False))
+    console.print(Panel(rows, title=Text(title), title_align="left", border_style=style, expand=False))
     if d.kind != "todo" and "--debug" not in command:
         console.print("(run again with --debug for the full traceback)")
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from nanogpt_cli.errors import debug_option
 from nanogpt_core.compare.experiment import (
@@ -65,9 +67,9 @@ def render(result: ExperimentResult, console: Console) -> None:
     for column in rows[0]:
         table.add_column(column, justify="left" if column in ("variant", "use") else "right")
     for row in rows:
-        table.add_row(*row.values())
+        table.add_row(*(Text(str(v)) for v in row.values()))  # variant names are the user's: no markup
     console.print(table)
     console.print("val bpb: final validation bits per byte, mean ± sample std over seeds (lower is better); "
-                  f"Δ against '{result.baseline.name}'.", style="dim")
+                  f"Δ against '{escape(result.baseline.name)}'.", style="dim")
     out = result.out_dir
-    console.print(f"Results: {out}/{RESULTS_MD}, {out}/{RESULTS_JSON}; loss curves: {out}/{PLOT_FILE}")
+    console.print(Text(f"Results: {out}/{RESULTS_MD}, {out}/{RESULTS_JSON}; loss curves: {out}/{PLOT_FILE}"))

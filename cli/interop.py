@@ -16,6 +16,7 @@ import json
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -166,14 +167,15 @@ def pretrained_compare_command(checkpoint: str, use: str, prompts: tuple[str, ..
 
 
 def render(report: PretrainedComparison, console: Console) -> None:
-    console.print(f"[bold]nanogpt pretrained-compare[/bold] {report.use_spec} vs reference on {report.checkpoint} "
-                  f"(step {report.step}), greedy")
+    console.print(f"[bold]nanogpt pretrained-compare[/bold] {escape(report.use_spec)} vs reference on "
+                  f"{escape(str(report.checkpoint))} (step {report.step}), greedy")
     table = Table(show_lines=True)
     for col in ("prompt", "reference", report.use_spec, "max |Δlogit|", "mean |Δlogit|", "same top-1"):
         table.add_column(col, overflow="fold")
     for p in report.prompts:
         style = "" if p.max_abs_diff <= report.tolerance else "red"
-        table.add_row(p.prompt, p.reference_text, Text(p.candidate_text, style="" if p.same_text else "yellow"),
+        candidate = Text(p.candidate_text, style="" if p.same_text else "yellow")
+        table.add_row(Text(p.prompt), Text(p.reference_text), candidate,
                       Text(f"{p.max_abs_diff:.2e}", style=style), f"{p.mean_abs_diff:.2e}",
                       f"{p.top1_agreement:.0%} of {p.positions}")
     console.print(table)

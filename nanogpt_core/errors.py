@@ -52,10 +52,14 @@ class ComponentError(NanoGPTError):
     """A component that runs but breaks its contract in a way that would otherwise train silently wrong: a weight
     kept as a plain tensor, no parameters where the contract lists some, an optimizer that leaves parameters out.
 
-    Exit code 4, as for any other bug inside a component (`nanogpt_core.learn.diagnose.EXIT_COMPONENT_BUG`)."""
+    Exit code 4, as for any other bug inside a component (`nanogpt_core.learn.diagnose.EXIT_COMPONENT_BUG`).
+    `component` names the component to blame when the core detects the mistake (`nanogpt status` points there)."""
 
     exit_code = 4
 
+    def __init__(self, message: str, component: str | None = None) -> None:
+        super().__init__(message)
+        self.component = component
 
 class MissingExtraError(NanoGPTError):
     """An optional feature whose package is not installed; the message is the pip command that installs it."""

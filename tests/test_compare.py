@@ -10,7 +10,9 @@ from collections.abc import Iterator
 import pytest
 import torch
 from click.testing import CliRunner
+from plugins.alt_impls import ALTERNATIVES
 from plugins.wrong_impls import BUGS
+from test_checks import SAME_NUMBERS
 
 from nanogpt_cli.main import cli
 from nanogpt_core.compare import compare, default_compare_config
@@ -27,6 +29,7 @@ from nanogpt_core.learn.workspace import write_pristine_dir
 from nanogpt_core.model.assembly import build_model
 from nanogpt_core.model.component_files import load_set_from_dir
 from nanogpt_core.model.contracts import COMPONENT_NAMES
+from nanogpt_core.model.hookspecs import hookimpl
 from nanogpt_core.model.registry import register_plugin, unregister_plugin
 
 
@@ -59,13 +62,22 @@ def test_reference_compared_with_itself_passes_exactly():
     assert t.reference.losses[0] == pytest.approx(math.log(report.config["vocab_size"]), abs=1e-4)
 
 
-def test_a_correct_reimplementation_written_differently_passes(alt):
-    report = compare(alt, steps=10, data="synthetic", device="cpu")
-    assert report.passed, report.failed
-    assert {v.component for v in report.components} == {"norm", "rotary", "attention", "mlp", "gpt", "generate"}
+@pytest.mark.parametrize("impl_set", sorted(ALTERNATIVES))
+def test_a_correct_reimplementation_written_differently_passes(alt, impl_set):
+    report = compare(impl_set, steps=10, data="synthetic", device="cpu")
+    assert report.passed, [(v.component, v.diagnosis, v.detail) for v in report.components if v.status != "pass"]
+    assert {v.component for v in report.components} == set(ALTERNATIVES[impl_set])
     t = report.training
-    assert 0 < t.max_abs_diff < t.tolerance  # einsum vs fused attention: rounding-level differences only
+    assert t.max_abs_diff < t.tolerance  # einsum vs fused attention, bf16 Muon: rounding-level differences only
     assert t.candidate.shared_weights
+
+
+def test_torch_muon_as_the_skeleton_describes_it_trains_within_the_tolerance_over_the_default_steps(alt):
+    """The reference orthogonalises in fp32 off CUDA, torch.optim.Muon in bf16: over compare's default 50 steps the
+    loss curves drift apart by bf16 rounding only (measured: 3.9e-3 nats), well inside the tolerance."""
+    report = compare(f"{alt}:optimizer", device="cpu")
+    assert report.passed and report.verdict("optimizer").status == "pass"
+    assert 0 < report.training.max_abs_diff < report.training.tolerance / 2
 
 
 def test_training_learns_the_synthetic_stream():
@@ -80,13 +92,43 @@ def test_training_learns_the_synthetic_stream():
 
 
 @pytest.mark.parametrize("impl_set", sorted(BUGS))
-def test_each_bug_fails_with_its_diagnosis(bugs, impl_set):
+def test_each_bug_fails_with_its_diagnosis_first(bugs, impl_set):
     component, _, diagnosis = bugs[impl_set]
     report = compare(f"{impl_set}:{component}", steps=0, device="cpu")
     verdict = report.verdict(component)
     assert verdict.status == "fail" and verdict.diagnosis == diagnosis, (verdict.diagnoses, verdict.detail)
-    assert verdict.next_step  # the next thing to look at
+    assert verdict.diagnoses[0] == diagnosis and verdict.next_step  # the fix printed with it
+    assert "wrong_impls.py:" in verdict.where  # the file and line of the method at fault
     assert report.exit_code == 1 and component in report.failed
+    # and the comparison with the reference sees it too, unless the bug computes the reference's numbers
+    assert verdict.isolation.passed is (impl_set in SAME_NUMBERS), verdict.isolation.detail
+
+
+BUGGY_NORM_FILE = '''\
+import torch.nn as nn
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x):
+        return x * (x.pow(2).mean(dim=-1, keepdim=True) + 1e-2).rsqrt()  # eps 1e-2
+'''
+
+
+def test_the_verdict_names_the_learners_file_and_the_line_of_the_method_at_fault(tmp_path):
+    directory = write_pristine_dir(tmp_path / "ws")
+    (directory / "norm.py").write_text(BUGGY_NORM_FILE)
+    register_plugin(load_set_from_dir("wsnorm", directory, ["norm"]), name="nanogpt-test-wsnorm")
+    try:
+        report = compare("wsnorm:norm", steps=0, device="cpu")
+    finally:
+        unregister_plugin(name="nanogpt-test-wsnorm")
+    verdict = report.verdict("norm")
+    assert verdict.diagnosis == "norm eps too large" and "fitted eps 0.01" in verdict.detail
+    assert verdict.where == f"{directory.resolve() / 'norm.py'}:9 (RMSNorm.forward)"  # the def line of forward
 
 
 def test_unbounded_logits_are_caught_by_the_softcap_probe_even_in_design_mode(gpt_bugs):
@@ -126,6 +168,38 @@ def test_cli_on_pristine_skeletons_is_clean(pristine):
     assert "NOT IMPLEMENTED" in result.output
 
 
+class _BracketRotary:
+    """A rotary whose apply raises a TODO quoting code with square brackets, and whose precompute raises an error
+    holding some."""
+
+    @staticmethod
+    def precompute(seq_len, head_dim, base=10000, device=None):
+        raise ValueError("bad table [cos, sin] at [0]")
+
+    @staticmethod
+    def apply(x, cos, sin):
+        raise NotImplementedError("TODO: Implement rotary.apply — return torch.cat([y1, y2], dim=3)")
+
+
+class _BracketPlugin:
+    @hookimpl
+    def register_components(self, register):
+        register("brackets", "rotary", _BracketRotary)
+
+
+def test_square_brackets_in_messages_and_source_survive_every_rich_output():
+    """rich reads `[y1, y2]` as markup and drops it unless escaped: `return torch.cat(, dim=3)` was printed."""
+    register_plugin(_BracketPlugin(), name="nanogpt-test-brackets")
+    try:
+        outputs = [run_cli("--use", "brackets:rotary", "--steps", "0").output,
+                   CliRunner().invoke(cli, ["check", "brackets:rotary"]).output,
+                   CliRunner().invoke(cli, ["status", "--use", "brackets"]).output]
+    finally:
+        unregister_plugin(name="nanogpt-test-brackets")
+    for output in outputs:
+        assert "[cos, sin] at [0]" in " ".join(output.split()), output
+
+
 # --- the command ----------------------------------------------------------------------------------------------------
 
 
@@ -156,10 +230,20 @@ def test_cli_design_mode_has_no_equality_verdict_but_still_catches_a_broken_cont
     assert verdict["diagnosis"] == "causal leakage"
 
 
-def test_cli_failure_names_the_diagnosis_and_exits_1(bugs):
+def test_cli_failure_names_the_diagnosis_where_and_the_fix_and_exits_1(bugs):
     result = run_cli("--use", "bug-relu:mlp", "--steps", "0")
     assert result.exit_code == 1
     assert "relu instead of relu²" in result.output and "FAIL" in result.output
+    text = " ".join(result.output.split())
+    assert "where: " in text and "wrong_impls.py:" in text and "(ReluMLP.forward)" in text
+    assert "fix: the activation is relu(x).square(), not relu(x)." in text
+
+
+def test_cli_debug_prints_the_traceback_of_an_error_caught_inside_a_check(bugs):
+    plain = run_cli("--use", "bug-norm-no-keepdim:norm", "--steps", "0")
+    debug = run_cli("--use", "bug-norm-no-keepdim:norm", "--steps", "0", "--debug")
+    assert plain.exit_code == debug.exit_code == 1
+    assert "Traceback" not in plain.output and "Traceback (most recent call last)" in debug.output
 
 
 def test_cli_json_to_stdout(bugs):

@@ -191,3 +191,23 @@ def test_a_non_component_error_keeps_the_one_line_report(tmp_path):
     result = run(["train", "--data", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "run")])
     assert result.exit_code == 2 and result.output.startswith("Error: ")
     assert "╭" not in result.output
+
+
+class NoKeepdimNorm(torch.nn.Module):
+    def __init__(self, dim):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(dim=-1) + 1e-6)  # bug: no keepdim
+
+
+def test_a_shape_error_in_the_norm_gets_the_norms_hint_not_attentions():
+    """A missing keepdim used to get attention's "check head_dim = n_embd // n_head"."""
+    with registered(make_set("nokeep", {"norm": NoKeepdimNorm}), "test-nokeep"):
+        model = build_model(smoke_config(), use="nokeep:norm")
+        with pytest.raises(RuntimeError) as info:
+            model(torch.randint(0, 64, (2, 16)))
+        d = diagnose(info.value, model.use)
+    assert d.component == "norm" and d.kind == "shape"
+    assert "keepdim=True" in d.hint and "head_dim" not in d.hint

@@ -4,6 +4,7 @@ workspace made at test time (pristine files, a finished one, a buggy one), never
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -121,3 +122,51 @@ def test_cli_status_json_and_table(workspace):
 def test_cli_status_unknown_set():
     result = CliRunner().invoke(cli, ["status", "--use", "nope"])
     assert result.exit_code == 2 and "unknown implementation set 'nope'" in result.output
+
+
+ROTARY_2D_TABLE = '''\
+import torch
+
+
+class Rotary:
+    @staticmethod
+    def precompute(seq_len, head_dim, base=10000, device=None):
+        inv_freq = 1.0 / base ** (torch.arange(0, head_dim, 2, dtype=torch.float32, device=device) / head_dim)
+        freqs = torch.outer(torch.arange(seq_len, dtype=torch.float32, device=device), inv_freq)
+        return freqs.cos().bfloat16(), freqs.sin().bfloat16()  # bug: (T, D/2), not (1, T, 1, D/2)
+
+    @staticmethod
+    def apply(x, cos, sin):
+        d = x.shape[3] // 2
+        x1, x2 = x[..., :d], x[..., d:]
+        return torch.cat([x1 * cos + x2 * sin, -x1 * sin + x2 * cos], 3).to(x.dtype)
+'''
+
+
+def test_a_rotary_table_of_the_wrong_shape_is_blamed_on_rotary_and_next_points_there(tmp_path):
+    """The core used to raise "positions 0..511 exceed the rotary table of 64 positions" naming no component, and
+    status then said Next: attention."""
+    directory = write_pristine_dir(tmp_path / "rot")
+    (directory / "rotary.py").write_text(ROTARY_2D_TABLE)
+    for name in ("gpt", "attention", "mlp", "block"):  # the components a run meets first, finished
+        (directory / f"{name}.py").write_text(
+            (Path(__file__).parents[1] / "impls" / "reference" / f"{name}.py").read_text())
+    with registered(load_set_from_dir("rot", directory), "test-rot"):
+        report = learner_status("rot", directory=directory, with_checks=False)
+        result = CliRunner().invoke(cli, ["train", "--use", "rot:rotary", "--depth=1", "--num_iterations=1"])
+    by = {s.component: s for s in report.components}
+    assert by["rotary"].state == "raises an error" and "rotary (rot).precompute returned cos of shape (" in \
+        by["rotary"].message
+    assert report.next.component == "rotary" and report.next.check_command == "nanogpt check rot:rotary"
+    assert result.exit_code == 4 and "rotary (rot).precompute" in result.output and "(1, seq_len, 1, " \
+        "head_dim // 2)" in result.output
+
+
+def test_next_is_the_first_component_in_run_order_that_raises_or_fails(tmp_path):
+    directory = write_pristine_dir(tmp_path / "order")
+    (directory / "mlp.py").write_text(RELU_MLP)  # runs, fails its contract
+    (directory / "norm.py").write_text(WRONG_NORM)  # raises
+    with registered(load_set_from_dir("order", directory, ["mlp", "norm"]), "test-order"):
+        report = learner_status("order", directory=directory)
+    assert [s.component for s in report.components] == ["mlp", "norm"]  # the order a run meets them
+    assert report.next.component == "mlp" and "relu instead of relu²" in report.next.message

@@ -145,7 +145,7 @@ def resume_with(run: Path, use: str, *extra: str):
 
 
 @pytest.mark.parametrize("impl_set, error, hint", [
-    ("bad-shape", "The size of tensor a (64) must match the size of tensor b (32)", "Shape mismatch."),
+    ("bad-shape", "The size of tensor a (64) must match the size of tensor b (32)", "Shape mismatch in the MLP"),
     ("bad-dtype", "expected m1 and m2 to have the same dtype", "Mixed dtypes."),
     ("bad-device", "Tensor on device meta is not on the expected device cpu", "Tensors on different devices."),
 ], ids=["wrong-shape", "wrong-dtype", "wrong-device"])

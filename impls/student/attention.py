@@ -5,6 +5,11 @@ returns (B, T, C). Parameters: c_q (H*D, C), c_k (Hkv*D, C), c_v (Hkv*D, C), c_p
 H = n_head, Hkv = n_kv_head, D = head_dim = n_embd // n_head. `norm` is the norm class to build QK-norms with
 (`norm(head_dim)`), `rotary` provides `rotary.apply(x, cos, sin)`.
 
+Constants: scores scaled by 1/sqrt(head_dim) (scaled_dot_product_attention's default); rotary first, then QK-norm;
+query head h reads key/value head h // (n_head // n_kv_head) (enable_gqa=True, or repeat_interleave); no dropout and
+no biases; with a KV cache: is_causal=True only when Tq == Tk, no mask for a single query, and for a chunk after a
+prefix all of the prefix plus a causal mask within the chunk.
+
 Why QK-norm: normalising q and k bounds the attention logits, which keeps training stable at high learning rates.
 Why fewer KV heads (GQA/MQA): several query heads share one key/value head, shrinking the KV cache at inference.
 """

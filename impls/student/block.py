@@ -4,6 +4,9 @@ Contract: `Block(config, layer_idx, *, attn, mlp, norm)` keeps the ready-made `a
 and `self.mlp` (so checkpoint keys read `transformer.h.{i}.attn...`) and builds its two norms with `norm(n_embd)`.
 `forward(x, cos_sin, kv_cache)`: x (B, T, C) -> (B, T, C).
 
+Constants: pre-norm (attention and MLP read a normalised copy, the sum is not normalised); each sub-layer's output is
+added with weight 1; the MLP reads the stream after attention's update; attention receives the kv_cache given.
+
 Why pre-norm residuals: each sub-layer reads a normalised copy of the stream and adds its output back, so the
 gradient reaches every layer through the additions unchanged.
 """

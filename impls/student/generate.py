@@ -5,6 +5,10 @@ Temperature 0 is greedy (argmax); otherwise divide logits by temperature, option
 sample with a torch.Generator seeded with `seed`. Use `model.new_kv_cache(1, len(tokens) + max_tokens)`: pass the
 whole prompt once, then one token per step with `model(ids, kv_cache=cache)`.
 
+Constants: the softmax is over the vocabulary (dim=-1) of the last position's logits (logits[:, -1, :]); with top_k,
+divide the top values by the temperature too and map the sampled position back to its token id (indices.gather);
+pass generator=rng to torch.multinomial; never yield the prompt.
+
 Why a KV cache: keys and values of past positions never change, so keeping them makes each new token cost one
 position of compute instead of the whole prefix.
 """

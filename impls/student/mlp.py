@@ -3,6 +3,9 @@
 Contract: `MLP(config)`; `forward(x)` with x (B, T, C) returns (B, T, C). Parameters c_fc (4C, C) and c_proj (C, 4C),
 no biases. Computes c_proj(relu(c_fc(x)) ** 2).
 
+Constants: hidden width 4 * n_embd; the activation is relu squared (relu first, then the square; not GELU); c_proj is
+the last operation; no dropout.
+
 Why relu²: as cheap as relu, and it trains faster in the speedrun experiments nanochat inherits.
 """
 

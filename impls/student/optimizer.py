@@ -9,6 +9,11 @@ set to its lr, and the Muon groups have a "momentum".
 - torch.optim.Muon(block matrices, lr=matrix_lr, momentum=0.95, nesterov=True, weight_decay=0,
   adjust_lr_fn="original").
 
+Constants: the defaults above (0.004, 0.2, 0.02; at n_embd = 64, s = 3.46); AdamW's weight_decay = weight_decay
+(0 by default); pass every argument explicitly, since torch's defaults differ (AdamW: betas (0.9, 0.999), eps 1e-8,
+weight_decay 0.01; Muon: lr 1e-3, weight_decay 0.1). Newton-Schulz in bf16 (torch.optim.Muon) or fp32 (the
+reference off CUDA) both pass: they differ by bf16 rounding only. The training loop warms Muon's momentum up from 0.85.
+
 Why Muon: it orthogonalises each matrix's update (Newton–Schulz), so every direction of the matrix moves at a
 similar rate; embeddings and the head are lookups and readouts, where AdamW is the better fit.
 """

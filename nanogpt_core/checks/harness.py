@@ -4,6 +4,7 @@ builds them (the other components reference), so a check exercises one implement
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -11,8 +12,10 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from nanogpt_core.files import display_path
 from nanogpt_core.model.assembly import GPT, ROTARY_BASE, build_model
 from nanogpt_core.model.config import GPTConfig
+from nanogpt_core.model.contracts import BY_NAME
 from nanogpt_core.model.registry import REFERENCE_SET, get_implementation
 
 REFERENCE = REFERENCE_SET
@@ -22,6 +25,11 @@ def default_check_config() -> GPTConfig:
     """Small enough that every check of every component runs in seconds on a CPU, with GQA (4 query heads share
     2 key/value heads) so the head mapping is exercised, and matrices big enough for init statistics."""
     return GPTConfig(sequence_len=32, vocab_size=97, n_layer=2, n_head=4, n_kv_head=2, n_embd=64)
+
+
+def config_key(config: GPTConfig) -> tuple:
+    """A config as a hashable key, for caches of measurements that depend on the model's shape only."""
+    return tuple(sorted(config.to_dict().items()))
 
 
 @contextlib.contextmanager
@@ -67,22 +75,23 @@ class Bench:
 
     # --- modules built as GPT builds them -------------------------------------------------------------------------
 
-    def build(self, impl_set: str | None = None, norm: Any = None) -> nn.Module:
+    def build(self, impl_set: str | None = None, norm: Any = None, rotary: Any = None) -> nn.Module:
         """The component's module from `impl_set` (default: the set under test), with reference parts injected.
-        `norm` overrides the norm class injected into attention and block (used to expose ordering bugs)."""
+        `norm` and `rotary` override the parts injected into attention and block (to expose how they are used)."""
         use_set = self.impl_set if impl_set is None else impl_set
         make = get_implementation(use_set, self.component)
         norm = norm or self.ref("norm")
+        rotary = rotary or self.ref("rotary")
         cfg, c = self.config, self.component
         with torch.device(self.device):
             if c == "norm":
                 return make(cfg.n_embd)
             if c == "attention":
-                return make(cfg, 0, norm=norm, rotary=self.ref("rotary"))
+                return make(cfg, 0, norm=norm, rotary=rotary)
             if c == "mlp":
                 return make(cfg)
             if c == "block":
-                attn = self.ref("attention")(cfg, 0, norm=norm, rotary=self.ref("rotary"))
+                attn = self.ref("attention")(cfg, 0, norm=norm, rotary=rotary)
                 return make(cfg, 0, attn=attn, mlp=self.ref("mlp")(cfg), norm=norm)
         raise ValueError(f"{c} is not a module component")
 
@@ -124,3 +133,29 @@ def key_diff(candidate: nn.Module, reference: nn.Module) -> str:
     if shapes:
         parts.append("shape " + ", ".join(f"{k}: {cand[k]} instead of {ref[k]}" for k in shapes))
     return "; ".join(parts)
+
+
+# --- where a fault is: the file and line of the method a diagnosis points at -------------------------------------
+
+MAIN_METHOD = {"rotary": "apply"}  # a module's main method is forward; a function component is its function
+
+
+def fault_location(impl_set: str, component: str, method: str | None = None) -> str:
+    """'impls/student/attention.py:31 (CausalSelfAttention.forward)': where `method` of the implementation is
+    defined (the component's main method when None); '' when the source cannot be found."""
+    implementation = get_implementation(impl_set, component)
+    if BY_NAME[component].kind == "function" or not (isinstance(implementation, type) or hasattr(implementation,
+                                                                                              "__dict__")):
+        target = implementation
+    else:
+        name = method or MAIN_METHOD.get(component, "forward")
+        owner = implementation if isinstance(implementation, type) else type(implementation)
+        target = getattr(owner, name, None) or owner
+    target = inspect.unwrap(getattr(target, "__func__", target))
+    try:
+        lines, line = inspect.getsourcelines(target)
+        path = inspect.getsourcefile(target)
+    except (TypeError, OSError):
+        return ""
+    qualname = getattr(target, "__qualname__", getattr(target, "__name__", component))
+    return f"{display_path(path or '')}:{line} ({qualname})"

@@ -40,21 +40,38 @@ class Mode:
 # Per component, the checks (by the name a CheckResult reports) that test the reference's design rather than the
 # component's contract, with the reason a different design may fail them.
 PINNED_CHECKS: dict[str, dict[str, str]] = {
-    "norm": {},
+    "norm": {
+        "eps": "another norm may stabilise differently",
+        "keeps the mean": "LayerNorm subtracts the mean by design",
+        "divides by the RMS": "another norm divides by another statistic (LayerNorm: the standard deviation)",
+    },
     "rotary": {
         "relative-offset property": "another position scheme (ALiBi, none) need not rotate q and k",
         "rotation keeps vector lengths": "another position scheme need not be a rotation",
+        "rotary convention": "another rotary layout (interleaved pairs) is a design choice",
+        "angle zero at position 0": "another position scheme need not be a rotation",
+        "direction of rotation": "another position scheme need not be a rotation",
+        "frequencies": "another base or frequency scheme is a design choice",
     },
     "attention": {
         "parameters": "a design may add or reshape parameters",
         "QK-norm": "QK-norm is nanochat's choice, not a contract of attention",
+        "heads layout": "compares with the reference's output, which a design need not reproduce",
+        "values untouched": "a design may transform the values",
+        "positions matter": "a design may encode positions another way (or not at all)",
+        "softmax scale": "the scale is a design choice",
+        "QK-norm placement": "where a design normalises q and k is its own choice",
     },
     "mlp": {
         "parameters": "a design may use its own hidden size or extra matrices (SwiGLU's gate)",
         "relu² activation": "the activation is the design choice under test",
+        "c_proj last": "a design may end with something other than c_proj",
     },
     "block": {
         "pre-norm": "where the norm sits (pre, post, sandwich) is a design choice",
+        "pre-norm residual": "post-norm is a design choice",
+        "residual weights": "scaled residuals are a design choice",
+        "MLP input": "a parallel block (GPT-J) is a design choice",
     },
     "gpt": {
         "parameters": "a top-level design may add parameters (value embeddings, per-layer scalars)",
@@ -65,11 +82,31 @@ PINNED_CHECKS: dict[str, dict[str, str]] = {
     },
     "init": {
         "init std": "another init scheme draws other stds",
+        "normal draws": "another init scheme may draw from another distribution",
         "zeroed output projections": "another init scheme need not zero c_proj and lm_head",
         "first loss = ln(vocab)": "follows from a zeroed lm_head, which another scheme need not have",
+        "random weights are random": "another init scheme may zero other weights",
     },
-    "optimizer": {},
-    "generate": {},
+    "optimizer": {
+        "Muon for block matrices, AdamW for the rest": "another optimizer is the design under test",
+        "learning rates": "a design may use other learning rates",
+        "weight decay": "a design may decay weights",
+        "AdamW eps": "a design may use another eps",
+        "AdamW betas": "a design may use other betas",
+        "Muon Nesterov": "a design may use plain momentum",
+        "Muon momentum": "a design may use another momentum",
+    },
+    "generate": {
+        "samples follow softmax(logits / T)": "another sampling scheme (min-p, nucleus) is a design choice",
+        "top_k samples follow softmax(top_k logits / T)": "another sampling scheme is a design choice",
+        "samples at T > 0": "another sampling scheme is a design choice",
+        "samples follow the logits": "another sampling scheme is a design choice",
+        "temperature used": "another sampling scheme is a design choice",
+        "temperature divides": "another sampling scheme is a design choice",
+        "top_k used": "another sampling scheme is a design choice",
+        "top_k ids": "another sampling scheme is a design choice",
+        "top_k uses the temperature": "another sampling scheme is a design choice",
+    },
 }
 
 EQUAL = Mode("equal", equality=True, probes=(*IN_MODEL_CHECKS, softcap))

@@ -26,8 +26,10 @@ class ComponentVerdict:
     diagnosis: str = ""
     checks: list[CheckResult] = field(default_factory=list)
     isolation: CheckResult | None = None
-    diagnoses: list[str] = field(default_factory=list)  # every distinct diagnosis, most telling first
-    detail: str = ""  # the failing check's detail, or the TODO message
+    diagnoses: list[str] = field(default_factory=list)  # every distinct diagnosis, the cause first
+    detail: str = ""  # the cause's (or failing check's) evidence, or the TODO message
+    cause: CheckResult | None = None  # the diagnosis ladder's finding: the probe that isolated the cause
+    where: str = ""  # file and line of the method at fault: "impls/student/attention.py:31 (...forward)"
 
     @property
     def next_step(self) -> str:
@@ -36,7 +38,9 @@ class ComponentVerdict:
     def to_dict(self) -> dict[str, Any]:
         return {"component": self.component, "impl_set": self.impl_set, "status": self.status,
                 "diagnosis": self.diagnosis, "next_step": self.next_step, "detail": self.detail,
-                "diagnoses": self.diagnoses, "checks": [c.to_dict() for c in self.checks],
+                "where": self.where, "diagnoses": self.diagnoses,
+                "cause": self.cause.to_dict() if self.cause else None,
+                "checks": [c.to_dict() for c in self.checks],
                 "isolation": self.isolation.to_dict() if self.isolation else None}
 
 

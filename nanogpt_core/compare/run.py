@@ -15,9 +15,8 @@ from collections.abc import Callable
 import torch
 
 from nanogpt_core.checks.harness import Bench, default_check_config, one_thread, seeded
-from nanogpt_core.checks.isolation import matches_reference
 from nanogpt_core.checks.result import CheckResult
-from nanogpt_core.checks.runner import checks_for, run_check_list
+from nanogpt_core.checks.runner import checks_for, find_cause, isolation_result, run_check_list
 from nanogpt_core.compare.curves import DATA_CHOICES, default_compare_config, make_batches, train_curve
 from nanogpt_core.compare.modes import Mode, get_mode
 from nanogpt_core.compare.report import ComponentVerdict, Report, TrainingComparison
@@ -98,11 +97,12 @@ def compare(use: UseSpec = None, steps: int = 50, device: str | torch.device | N
 
 def component_verdict(impl_set: str, component: str, config: GPTConfig, mode: Mode) -> ComponentVerdict:
     """The contract checks the mode applies, then (in a mode with an equality claim) the isolation comparison with
-    the reference; the first named diagnosis is the verdict's."""
+    the reference; when anything fails, the component's diagnosis ladder names the cause, which comes first."""
     bench = Bench(impl_set, component, config)
-    checks = run_check_list(bench, component, checks_for(component), skip=mode.skip(component))
+    skip = mode.skip(component)
+    checks = run_check_list(bench, component, checks_for(component), skip=skip)
     started = not any(r.diagnosis == "not implemented" for r in checks)
-    isolation = matches_reference(impl_set, component, config) if mode.equality and started else None
+    isolation = isolation_result(bench) if mode.equality and started else None
     todo = next((r for r in [*checks, isolation] if r is not None and r.diagnosis == "not implemented"), None)
     if todo is not None:
         return ComponentVerdict(component, impl_set, "not implemented", "not implemented", checks, isolation,
@@ -111,9 +111,11 @@ def component_verdict(impl_set: str, component: str, config: GPTConfig, mode: Mo
     if not failed:
         detail = isolation.detail if isolation is not None else f"{len(checks)} applicable checks pass"
         return ComponentVerdict(component, impl_set, "pass", "", checks, isolation, [], detail)
-    diagnoses = list(dict.fromkeys(r.diagnosis for r in failed if r.diagnosis))
+    cause = find_cause(bench, skip)
+    first = cause or failed[0]
+    diagnoses = list(dict.fromkeys(r.diagnosis for r in [*([cause] if cause else []), *failed] if r.diagnosis))
     return ComponentVerdict(component, impl_set, "fail", diagnoses[0] if diagnoses else "", checks, isolation,
-                            diagnoses, f"{failed[0].name}: {failed[0].detail}")
+                            diagnoses, f"{first.name}: {first.detail}", cause=cause, where=first.where)
 
 
 def side_by_side(use: dict[str, str], config: GPTConfig, steps: int, batch_size: int, data: str, seed: int,

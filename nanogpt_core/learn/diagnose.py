@@ -141,8 +141,8 @@ HINTS = {
     "dtype": "Mixed dtypes. The rotary table is bfloat16: cast the rotated result back with .to(x.dtype); keep "
              "the input's dtype through the component.",
     "nonfinite": "NaN/Inf. Check the init scale (small stds, zeroed c_proj and lm_head), the eps inside the norm "
-                 "(no division by zero), the logit softcap, and the learning rates. `--debug=stats` marks the first "
-                 "component whose output is not finite.",
+                 "(no division by zero), the logit softcap, and the learning rates. `nanogpt train --debug=stats` "
+                 "marks the first component whose output is not finite.",
     "attribute": "A missing attribute: create it in __init__ under the name the contract and the reference use "
                  "(checkpoint keys depend on these names).",
     "signature": "The call does not match the contract's signature: keep the parameters (and keyword-only "
@@ -152,6 +152,37 @@ HINTS = {
             "saving and without saying why. Raise an exception with a message instead.",
     "error": "Compare this method with the reference file, line by line.",
 }
+
+
+# The same kind of error means different things in different components: a shape error in the norm is a lost
+# keepdim, not a head_dim. Where a component has its own likely cause, its hint replaces the generic one.
+COMPONENT_HINTS: dict[tuple[str, str], str] = {
+    ("norm", "shape"): "Shape mismatch in the norm: keep the reduced dimension, x.pow(2).mean(dim=-1, keepdim=True), "
+                       "so it broadcasts against x, and return x's shape (..., dim).",
+    ("norm", "dtype"): "Mixed dtypes in the norm: return the input's dtype (compute in float32 if you like, then "
+                       ".to(x.dtype)).",
+    ("rotary", "shape"): "Shape mismatch with the rotary table: precompute returns cos and sin shaped (1, seq_len, 1, "
+                         "head_dim // 2); apply splits the last dimension of x (B, T, H, D) into halves x[..., :D//2], "
+                         "x[..., D//2:] and returns torch.cat([y1, y2], dim=-1), x's shape.",
+    ("mlp", "shape"): "Shape mismatch in the MLP: c_fc = nn.Linear(n_embd, 4 * n_embd), c_proj = nn.Linear(4 * n_embd, "
+                      "n_embd); forward maps (B, T, C) to (B, T, C).",
+    ("block", "shape"): "Shape mismatch in the block: attn and mlp each return (B, T, C), which you add to x; call "
+                        "self.attn(self.attn_norm(x), cos_sin, kv_cache) and self.mlp(self.mlp_norm(x)).",
+    ("init", "shape"): "Shape mismatch in init: a Linear's weight is (fan_out, fan_in); init modifies weights in "
+                       "place (nn.init.normal_, .zero_()) and never replaces them with tensors of another shape.",
+    ("generate", "shape"): "Shape mismatch in generate: the model takes token ids of shape (1, T), "
+                           "torch.tensor([tokens]); the next-token logits are logits[:, -1, :], shape (1, vocab).",
+    ("optimizer", "shape"): "torch.optim.Muon takes 2-D parameters only: give it the matrices of model.transformer.h "
+                            "(p.ndim == 2) and everything else to AdamW.",
+    ("optimizer", "error"): "Compare the parameter lists and the optimizer arguments with the contract: block "
+                            "matrices to torch.optim.Muon, everything else to torch.optim.AdamW.",
+    ("generate", "error"): "Compare the sampling with the contract: argmax at temperature 0, else "
+                           "torch.multinomial(softmax(logits / T), 1, generator=rng).",
+}
+
+
+def hint_for(component: str | None, kind: str) -> str:
+    return COMPONENT_HINTS.get((component or "", kind), HINTS[kind])
 
 
 def classify(exc: BaseException) -> str:
@@ -221,6 +252,9 @@ def diagnose(exc: BaseException, use: dict[str, str] | None = None) -> Diagnosis
         m = TODO_RE.search(message)
         if m and m.group(1) in BY_NAME:
             component, method = m.group(1), m.group(2)  # the skeleton says which method it is
+    blamed = getattr(exc, "component", None)  # a ComponentError the core raised names the component it blames
+    if component is None and blamed in BY_NAME:
+        component, impl_set = blamed, (use or {}).get(blamed, REFERENCE_SET)
     suspects: list[str] = []
     if use and (impl_set in (None, REFERENCE_SET)) and kind != "todo":
         suspects = [c for c in COMPONENT_NAMES if use.get(c, REFERENCE_SET) != REFERENCE_SET]
@@ -230,8 +264,10 @@ def diagnose(exc: BaseException, use: dict[str, str] | None = None) -> Diagnosis
     ref = _REFERENCE_RE.search(message)
     reference_file = _locate_reference(ref.group(1) if ref else (f"impls/reference/{component}.py"
                                                                   if component else None))
-    hint = HINTS[kind].format(reference=reference_file, file=file or "your file",
-                              where=f"{component}.{method}" if component else "it")
+    # an error surfacing in reference code is the swapped-in component's: its hint, when there is one suspect
+    hinted = suspects[0] if len(suspects) == 1 else (None if suspects else component)
+    hint = hint_for(hinted, kind).format(reference=reference_file, file=file or "your file",
+                                         where=f"{component}.{method}" if component else "it")
     if suspects:
         hint = (f"The error surfaced in {'reference' if component else 'core'} code, so the likely cause is what "
                 f"your {', '.join(suspects)} returned or stored: compare its output with the contract. ") + hint

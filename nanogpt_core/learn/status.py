@@ -11,8 +11,9 @@ States, from least to most done:
 
 The smoke run is what `nanogpt train` does, on a tiny model: build (construction), `init_weights`, one forward and
 backward, optimizer setup and step, `estimate_flops`, three generated tokens — in the seed's order. Each component is
-smoked alone, the others reference, so one unfinished piece never hides the state of another. The next thing to do is
-what a run with the whole set would stop at first, which is exactly what `nanogpt train --use <set>` would show.
+smoked alone, the others reference, so one unfinished piece never hides the state of another, and an error that
+surfaces in another component's code (a norm whose output breaks attention's matmul) is still its own. The next thing
+to do is the first component, in the order a run meets them, that raises or fails.
 """
 
 from __future__ import annotations
@@ -162,41 +163,51 @@ def component_status(impl_set: str, component: str, directory: Path | None = Non
     status = ComponentStatus(component, "implemented", checks_passed=len(ran) - len(failed), checks_total=len(ran))
     if failed:
         status.message = "; ".join(f"{r.name}: {r.diagnosis or r.detail}" for r in failed[:3])
+        if failed[0].where:
+            status.message += f" (at {failed[0].where})"
         return status
     status.state = "passes contract"
     match = matches_reference(impl_set, component)
-    passed = match.passed if hasattr(match, "passed") else bool(match)
-    if passed:
+    if match.passed:
         status.state = DONE
     else:
-        status.message = f"differs from reference: {getattr(match, 'diagnosis', '') or getattr(match, 'detail', '')}"
+        status.message = f"differs from reference: {match.diagnosis or match.detail}" + (
+            f" (at {match.where})" if match.where else "")
     return status
 
 
+RAISES = ("not started", "raises TODO", "raises an error")
+
+
 def next_step(impl_set: str, statuses: list[ComponentStatus]) -> NextStep:
-    """What a run with the whole set stops at first; else the first component not yet matching the reference."""
-    provided = [s.component for s in statuses]
-    use = {c: impl_set for c in provided}
+    """The first component, in the order a run meets them, that raises or fails: each was smoked alone (the others
+    reference), so the blame is its own even when the error surfaces in another component's code. When every
+    component is done alone, what a run with the whole set stops at; else train and compare the whole set."""
+    # a component that raises, or whose checks ran and failed, is a definite next step; one that runs but was not
+    # checked (--no-checks) may well be done, so it comes only after those
+    failing = [s for s in statuses if s.state in RAISES or (s.checks_total is not None and not s.done)]
+    for s in failing or [s for s in statuses if not s.done][:1]:
+        if s.state in RAISES:
+            message = s.message if s.state != "raises an error" or not s.method else f"fix {s.component}." \
+                f"{s.method}: {s.message}"
+            return NextStep(s.component, s.method, message,
+                            f"nanogpt train --use {impl_set}:{s.component} {QUICK_TRAIN_FLAGS}",
+                            f"nanogpt check {impl_set}:{s.component}")
+        message = f"{s.component} runs but is not done ({s.state}): {s.message}".strip()
+        return NextStep(s.component, None, message, f"nanogpt check {impl_set}:{s.component}",
+                        f"nanogpt compare --use {impl_set}:{s.component}")
+    use = {s.component: impl_set for s in statuses}
     try:
         smoke_run(use)
     except Exception as exc:
         d = diagnose(exc, use)
-        component = d.component if d else None
-        if component is not None:
-            todo = isinstance(exc, NotImplementedError)
-            return NextStep(
-                component, d.method,
-                str(exc) if todo else f"fix {component}.{d.method}: {type(exc).__name__}: {exc}",
-                f"nanogpt train --use {impl_set}:{component} {QUICK_TRAIN_FLAGS}",
-                f"nanogpt check {impl_set}:{component}",
-            )
+        if d is not None and d.component is not None:
+            return NextStep(d.component, d.method, f"each component passes alone, but together {d.component}."
+                            f"{d.method} raises: {type(exc).__name__}: {exc}",
+                            f"nanogpt train --use {impl_set} {QUICK_TRAIN_FLAGS} --debug",
+                            f"nanogpt compare --use {impl_set}")
         return NextStep(None, None, f"a run with the whole set fails: {type(exc).__name__}: {exc}",
                         f"nanogpt train --use {impl_set} {QUICK_TRAIN_FLAGS} --debug")
-    for s in statuses:
-        if not s.done:
-            message = f"{s.component} runs but is not done ({s.state}): {s.message}".strip()
-            return NextStep(s.component, None, message, f"nanogpt check {impl_set}:{s.component}",
-                            f"nanogpt compare --use {impl_set}:{s.component}")
     return NextStep(None, None, "every component matches the reference: train your whole set and compare the loss "
                     "curves.", f"nanogpt train --use {impl_set}", f"nanogpt compare --use {impl_set}")
 

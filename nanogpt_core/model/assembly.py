@@ -173,6 +173,7 @@ def _construct(config: GPTConfig, use: dict[str, str], parts: dict[str, Any]) ->
     check_top_level(model)
     model.rotary_seq_len = config.sequence_len * ROTARY_TABLE_FACTOR
     cos, sin = rotary.precompute(model.rotary_seq_len, config.head_dim, base=ROTARY_BASE, device=_current_device())
+    check_rotary_table(cos, sin, model.rotary_seq_len, config.head_dim, use["rotary"])
     # non-persistent: derived from the config, so never stored in a checkpoint
     model.register_buffer("cos", cos, persistent=False)
     model.register_buffer("sin", sin, persistent=False)
@@ -180,6 +181,20 @@ def _construct(config: GPTConfig, use: dict[str, str], parts: dict[str, Any]) ->
 
 
 # --- mistakes that would otherwise train silently wrong ----------------------------------------------------------
+
+
+def check_rotary_table(cos: Any, sin: Any, seq_len: int, head_dim: int, impl_set: str) -> None:
+    """The table's shape is the contract's, or a ComponentError that blames rotary: a (seq_len, D/2) table would
+    otherwise fail later, in the core's position check or in attention's broadcasting, naming neither."""
+    expected = (1, seq_len, 1, head_dim // 2)
+    for name, table in (("cos", cos), ("sin", sin)):
+        shape = tuple(getattr(table, "shape", ()))
+        if shape != expected:
+            raise ComponentError(
+                f"rotary ({impl_set}).precompute returned {name} of shape {shape}; the contract says (1, seq_len, 1, "
+                f"head_dim // 2) = {expected}: return {name}[None, :, None, :] so it broadcasts over batch and heads "
+                f"(nanogpt check {impl_set}:rotary).", component="rotary")
+
 
 
 def _owner(model: GPT, module_name: str) -> str:
