@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -82,12 +83,18 @@ def train_and_score(name: str, flags: list[str], train_file: Path, held_out: str
             "device_batch_size": training["device_batch_size"], "compile": training["compile"],
             "bf16": training.get("bf16"), "vocab_size": config["tokenizer"]["vocab_size"],
             "tokens": meta["step"] * training["total_batch_size"], "load_before": load_before,
-            "load_after": load_after, "plan": _plan_lines(proc.stdout)}
+            "load_after": load_after, "train_tokens": _train_tokens(proc.stdout), "plan": _plan_lines(proc.stdout)}
 
 
 def _plan_lines(stdout: str) -> list[str]:
     """What a --time run printed about its choice (the lines starting with "Budget")."""
     return [line for line in stdout.splitlines() if line.startswith("Budget")]
+
+
+def _train_tokens(stdout: str) -> int | None:
+    """The run's training tokens, from its "Data: ... N train / M val tokens" line."""
+    match = re.search(r"([\d,]+) train / [\d,]+ val tokens", stdout)
+    return int(match.group(1).replace(",", "")) if match else None
 
 
 def markdown(results: dict) -> str:
