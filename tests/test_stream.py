@@ -326,3 +326,89 @@ def test_in_memory_data_is_what_nanogpt_always_read(tmp_path, tok):
     train_docs, _ = split_documents(load_documents(path))
     assert torch.equal(loader.tokens, tokenize_documents(train_docs, tok))
     assert data.describe().startswith(f"{path}: ") and "(in memory)" in data.describe()
+
+
+# --- the command line ----------------------------------------------------------------------------------------------
+
+TINY_FLAGS = ["--depth=1", "--n-embd=64", "--n-head=1", "--max-seq-len=32", "--device-batch-size=2",
+              "--total-batch-size=64", "--eval-tokens=64", "--device=cpu", "--num-iterations=3", "--eval-every=1"]
+
+
+def _one_line_error(result, *fragments: str) -> str:
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and "Traceback" not in result.output, result.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_tokenize_once_and_train_on_it_reads_the_very_same_tokens(tmp_path):
+    from click.testing import CliRunner
+
+    from nanogpt_cli.main import cli
+    from nanogpt_core.train.run_log import read_metrics
+
+    src = tmp_path / "book.txt"
+    src.write_text("\n\n".join(_documents(400, 6)), encoding="utf-8")
+    out = tmp_path / "tokens"
+    result = CliRunner().invoke(cli, ["data", "tokenize", str(src), str(out), "--vocab-size=300"])
+    assert result.exit_code == 0, result.output
+    assert f"Train on it with: nanogpt train --data {out}" in result.stdout
+    runs = {}
+    for name, flags in (("text", ["--data", str(src), "--tokenizer", str(out / "tokenizer")]),
+                        ("tokens", ["--data", str(out)])):  # its own tokenizer, found in the folder
+        result = CliRunner().invoke(cli, ["train", *flags, *TINY_FLAGS, "--out", str(tmp_path / name)])
+        assert result.exit_code == 0, result.output
+        runs[name] = [(r["type"], r.get("loss", r.get("val_bpb"))) for r in read_metrics(tmp_path / name)]
+    assert runs["tokens"] == runs["text"] and len(runs["text"]) == 7  # 3 steps, 4 evaluations: bit for bit
+    before = _files(out)
+    _one_line_error(CliRunner().invoke(cli, ["data", "tokenize", str(src), str(out)]), "already holds tokenized data")
+    assert _files(out) == before  # nothing overwritten
+    other = tmp_path / "other-tokenizer"
+    Tokenizer.train(["some other text entirely " * 40], 280).save(other)
+    _one_line_error(CliRunner().invoke(cli, ["train", "--data", str(out), "--tokenizer", str(other), *TINY_FLAGS,
+                                             "--out", str(tmp_path / "wrong")]), "was tokenized with tokenizer")
+
+
+def test_a_bad_byte_met_while_streaming_is_one_line(tmp_path, tok):
+    from click.testing import CliRunner
+
+    from nanogpt_cli.main import cli
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    good = "\n\n".join(_documents(200, 7)).encode()
+    (folder / "a.txt").write_bytes(good[:3000] + b"\xff" + good[3000:])  # read by the tokenizer thread at step 0
+    (folder / "b.txt").write_bytes(good)
+    tok.save(tmp_path / "tok")
+    result = CliRunner().invoke(cli, ["train", "--data", str(folder), "--stream", "--tokenizer", str(tmp_path / "tok"),
+                                      *TINY_FLAGS, "--out", str(tmp_path / "run")])
+    _one_line_error(result, f"{folder / 'a.txt'} is not UTF-8 (invalid byte 0xff at offset 3000)")
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_every_command_in_docs_data_exists_with_its_flags():
+    import re
+    import shlex
+
+    import click
+
+    from nanogpt_cli.main import cli
+
+    doc = (Path(__file__).parent.parent / "docs" / "data.md").read_text(encoding="utf-8")
+    lines = [line.split("#")[0] for block in re.findall(r"```bash\n(.*?)```", doc, flags=re.S)
+             for line in block.splitlines() if line.startswith("nanogpt ")]
+    assert len(lines) >= 8
+    for line in lines:
+        words = shlex.split(line)[1:]
+        command = cli
+        while isinstance(command, click.Group):
+            command = command.commands[words.pop(0)]
+        known = {opt for param in command.params for opt in [*param.opts, *param.secondary_opts]}
+        flags = {w.split("=")[0] for w in words if w.startswith("--")}
+        assert flags <= known, f"{line}: {flags - known} are not flags of the command"

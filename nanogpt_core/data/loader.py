@@ -44,6 +44,24 @@ def encode_documents(docs: Sequence[str], tokenizer: Tokenizer) -> tuple[np.ndar
     return tokens, starts
 
 
+def check_batch_layout(batch_size: int, seq_len: int, rank: int, world_size: int) -> None:
+    if batch_size < 1 or seq_len < 1:
+        raise ConfigError(f"batch size and sequence length must be positive (got {batch_size}, {seq_len})")
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ConfigError(f"rank {rank} is not one of the {world_size} ranks")
+
+
+def rows_to_batch(buf: torch.Tensor, batch_size: int, seq_len: int, device: torch.device
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, y) from B x T + 1 consecutive int64 tokens: B rows of T + 1 that overlap by one, y = x shifted by one;
+    on CUDA copied through pinned memory so the copy overlaps the GPU's work."""
+    x = buf[:-1].view(batch_size, seq_len)
+    y = buf[1:].view(batch_size, seq_len)
+    if device.type == "cuda":
+        return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+    return x.to(device), y.to(device)
+
+
 class TokenLoader:
     """Batches (x, y) of shape (batch_size, seq_len) from a token stream, for one rank of `world_size`.
 
@@ -67,10 +85,7 @@ class TokenLoader:
         shuffle_seed: int | None = None,
         bos_id: int | None = None,
     ):
-        if batch_size < 1 or seq_len < 1:
-            raise ConfigError(f"batch size and sequence length must be positive (got {batch_size}, {seq_len})")
-        if world_size < 1 or not 0 <= rank < world_size:
-            raise ConfigError(f"rank {rank} is not one of the {world_size} ranks")
+        check_batch_layout(batch_size, seq_len, rank, world_size)
         if tokens.dim() != 1:
             raise DataError(f"a token stream is 1-D, got shape {tuple(tokens.shape)}")
         self.tokens = tokens.to(torch.int64)
@@ -113,12 +128,8 @@ class TokenLoader:
             self.epoch += 1
         start = self.position + self.rank * self.batch_size * self.seq_len
         buf = self.stream()[start:start + self.batch_size * self.seq_len + 1]
-        x = buf[:-1].view(self.batch_size, self.seq_len)
-        y = buf[1:].view(self.batch_size, self.seq_len)
         self.position += self.stride
-        if self.device.type == "cuda":
-            return x.pin_memory().to(self.device, non_blocking=True), y.pin_memory().to(self.device, non_blocking=True)
-        return x.to(self.device), y.to(self.device)
+        return rows_to_batch(buf, self.batch_size, self.seq_len, self.device)
 
     def close(self) -> None:
         """Nothing to release (the streaming loader stops its tokenizer thread here)."""

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from nanogpt_core.data.loader import check_batch_layout, rows_to_batch
 from nanogpt_core.data.shuffle import permutation
 from nanogpt_core.data.sources import FileRange
 from nanogpt_core.errors import ConfigError, DataError
@@ -90,10 +91,7 @@ class StreamingLoader:
         device: str | torch.device = "cpu",
         shuffle_seed: int | None = None,
     ):
-        if batch_size < 1 or seq_len < 1:
-            raise ConfigError(f"batch size and sequence length must be positive (got {batch_size}, {seq_len})")
-        if world_size < 1 or not 0 <= rank < world_size:
-            raise ConfigError(f"rank {rank} is not one of the {world_size} ranks")
+        check_batch_layout(batch_size, seq_len, rank, world_size)
         if not part:
             raise DataError("no files to read the training data from")
         self.part = list(part)
@@ -127,11 +125,7 @@ class StreamingLoader:
             i, head = i + 1, 0
         buf = torch.from_numpy(np.concatenate(pieces).astype(np.int64))
         self._advance(rows)
-        x = buf[:-1].view(self.batch_size, self.seq_len)
-        y = buf[1:].view(self.batch_size, self.seq_len)
-        if self.device.type == "cuda":
-            return x.pin_memory().to(self.device, non_blocking=True), y.pin_memory().to(self.device, non_blocking=True)
-        return x.to(self.device), y.to(self.device)
+        return rows_to_batch(buf, self.batch_size, self.seq_len, self.device)
 
     def _fill(self, needed: int) -> None:
         if self._thread is None:
