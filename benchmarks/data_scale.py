@@ -119,6 +119,13 @@ def first_step(data: Path, tokenizer: Path, out: Path, stream: bool) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def available_mb() -> float:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) / 1024
+    return float("inf")
+
+
 def loader_rate(loader, batches: int) -> float:
     """Tokens/s of next_batch over `batches` batches after the first (which waits for the first unit)."""
     loader.next_batch()
@@ -216,6 +223,12 @@ def main() -> None:
                          "repeats": args.repeats, "first_step": {}}
         for name in ("small", "large"):
             runs = {"old (in memory)": [], "new (streamed)": []}
+            if name == "large":  # the old path holds the whole stream: refuse to push a shared machine into swap
+                expected_mb = results["first_step"]["small"]["old (in memory)"]["peak_rss_mb"] * sizes["large"] \
+                    / sizes["small"]
+                if expected_mb > 0.7 * available_mb():
+                    raise SystemExit(f"the old path on the large set needs ~{expected_mb:,.0f} MB, more than this "
+                                     f"machine has free ({available_mb():,.0f} MB); try a smaller --gb")
             for _ in range(args.repeats):
                 for label, stream in (("old (in memory)", False), ("new (streamed)", True)):
                     r = first_step(root / name, root / "tokenizer", root / "run", stream)

@@ -237,6 +237,21 @@ def test_the_first_batch_reads_a_few_units_whatever_the_datas_size():
     assert counts[100] == counts[100_000] <= stream.PREFETCH_CHUNKS + 3
 
 
+def test_a_loader_dropped_without_close_stops_its_thread():
+    import gc
+
+    from nanogpt_core.data.tokenized import pack_token_documents
+
+    loader = StreamingLoader([FileRange(_CountingReader(1000))], pack_token_documents, 2, 8)
+    loader.next_batch()
+    thread = loader._thread
+    assert thread.is_alive()
+    del loader
+    gc.collect()
+    thread.join(timeout=5)
+    assert not thread.is_alive()
+
+
 def test_a_rank_without_units_and_a_state_of_another_run_are_refused(parquet_folder, tok):
     folder, _ = parquet_folder
     one_file = [FileRange(ParquetShard(folder / "shard_00002.parquet"))]  # 2 row groups

@@ -190,23 +190,11 @@ class StreamingLoader:
     def _start_worker(self) -> None:
         self._queue = queue.Queue(maxsize=PREFETCH_CHUNKS)
         self._stop = threading.Event()
-        chunks, out, stop = self._produce(self._start), self._queue, self._stop
-
-        def work() -> None:
-            try:
-                for chunk in chunks:
-                    while not stop.is_set():
-                        try:
-                            out.put(chunk, timeout=0.1)
-                            break
-                        except queue.Full:
-                            continue
-                    if stop.is_set():
-                        return
-            except BaseException as exc:  # noqa: BLE001 - every failure must reach the training thread
-                out.put(_Failure(exc))
-
-        self._thread = threading.Thread(target=work, name=f"nanogpt-tokenizer-rank{self.rank}", daemon=True)
+        # the thread holds the plan, never the loader: a loader dropped without close() is collected, and its
+        # __del__ stops the thread
+        plan = _Plan(tuple(self.part), self.encode, self.rank, self.world_size, self.shuffle_seed)
+        self._thread = threading.Thread(target=_work, args=(plan.chunks(self._start), self._queue, self._stop),
+                                        name=f"nanogpt-tokenizer-rank{self.rank}", daemon=True)
         self._thread.start()
 
     def close(self) -> None:
@@ -224,14 +212,46 @@ class StreamingLoader:
     def __del__(self) -> None:
         stop = getattr(self, "_stop", None)
         if stop is not None:
-            stop.set()  # a daemon thread blocked on a full queue notices and ends
+            stop.set()
 
-    def _produce(self, start: Position) -> Iterator[_Chunk]:
+
+def _work(chunks: Iterator[_Chunk], out: queue.Queue, stop: threading.Event) -> None:
+    """The tokenizer thread: queue chunks until told to stop; a failure is queued for the training thread."""
+    try:
+        for chunk in chunks:
+            if not _put(out, chunk, stop):
+                return
+    except BaseException as exc:  # noqa: BLE001 - every failure must reach the training thread
+        _put(out, _Failure(exc), stop)
+
+
+def _put(out: queue.Queue, item, stop: threading.Event) -> bool:
+    """Put `item` once there is room, or give up (False) when stop is set."""
+    while not stop.is_set():
+        try:
+            out.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What a rank reads, in which order (the module docstring): everything the tokenizer thread needs."""
+
+    part: tuple[FileRange, ...]
+    encode: Encode
+    rank: int
+    world_size: int
+    shuffle_seed: int | None
+
+    def chunks(self, start: Position) -> Iterator[_Chunk]:
         """Chunks of this rank's tokens from `start` on, epoch after epoch."""
         epoch, resume = start.epoch, start
         while True:
             found = False
-            for where, docs in self._units(epoch, resume):
+            for where, docs in self.units(epoch, resume):
                 first_doc, skip = 0, 0
                 if (where.epoch, where.file, where.unit) == (resume.epoch, resume.file, resume.unit):
                     first_doc, skip = resume.doc, resume.offset
@@ -240,7 +260,7 @@ class StreamingLoader:
                 for begin in range(first_doc, len(docs), CHUNK_DOCUMENTS):
                     tokens, doc_starts = self.encode(docs[begin:begin + CHUNK_DOCUMENTS])
                     offset = skip if begin == first_doc else 0
-                    if offset:
+                    if offset:  # resuming inside a document: its first tokens were read before the checkpoint
                         first_length = doc_starts[1] if len(doc_starts) > 1 else len(tokens)
                         if offset >= first_length:
                             raise _changed(f"token {offset} of a document of {first_length}")
@@ -253,13 +273,13 @@ class StreamingLoader:
                                 f"data or fewer processes")
             epoch, resume = epoch + 1, Position(epoch=epoch + 1)
 
-    def _units(self, epoch: int, start: Position) -> Iterator[tuple[Position, list]]:
+    def units(self, epoch: int, start: Position) -> Iterator[tuple[Position, list]]:
         """(the unit's position, its documents in this epoch's order) for every unit of this rank from `start`'s
         to the end of the epoch."""
         seed = self.shuffle_seed
         files = permutation(len(self.part), seed, epoch) if seed is not None else np.arange(len(self.part))
-        if start.file >= len(files) or (start.units_before + start.unit) % self.world_size != self.rank and \
-                (start.doc or start.offset):
+        not_mine = (start.units_before + start.unit) % self.world_size != self.rank
+        if start.file >= len(files) or (not_mine and (start.doc or start.offset)):
             raise _changed(f"file {start.file}, unit {start.unit} (rank {self.rank} of {self.world_size})")
         units_before = start.units_before
         for file_pos in range(start.file, len(files)):
