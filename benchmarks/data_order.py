@@ -98,26 +98,30 @@ def main() -> None:
         print(f"note: {args.shakespeare} not found; only the built-in corpus is measured")
     results = {"machine": machine_name(), "torch": torch.__version__, "steps": args.steps, "seeds": args.seeds,
                "corpora": {}}
+    prepared = {}
     for name, (train_docs, val_docs) in corpora.items():
         tokenizer = Tokenizer.train(train_docs, TrainSettings().vocab_size or 4096)
         train_tokens = tokenize_documents(train_docs, tokenizer)
-        val_tokens = tokenize_documents(val_docs, tokenizer)
-        per_epoch = len(train_tokens) // TrainSettings().total_batch_size
-        entry = {"train_tokens": len(train_tokens), "val_tokens": len(val_tokens), "documents": len(train_docs),
-                 "steps_per_epoch": per_epoch, "runs": {}}
-        for seed in args.seeds:
+        prepared[name] = (tokenizer, train_tokens, tokenize_documents(val_docs, tokenizer))
+        results["corpora"][name] = {"train_tokens": len(train_tokens), "val_tokens": len(prepared[name][2]),
+                                    "documents": len(train_docs),
+                                    "steps_per_epoch": len(train_tokens) // TrainSettings().total_batch_size,
+                                    "runs": {}}
+    for seed in args.seeds:  # seed by seed, so an early stop still has every corpus and both orders
+        for name, (tokenizer, train_tokens, val_tokens) in prepared.items():
             for order in ("sequential", "shuffled"):
                 run = train_one(train_tokens, val_tokens, tokenizer, order == "shuffled", seed, args.steps)
-                entry["runs"][f"{order}/{seed}"] = run
+                results["corpora"][name]["runs"][f"{order}/{seed}"] = run
                 print(f"{name:16} {order:10} seed {seed}: val bpb {run['evals'][-1][1]:.4f} after {args.steps} "
                       f"steps ({run['epochs']} epochs, {run['seconds']:.0f}s)", flush=True)
+                write_json_atomic(args.out, results)  # what is measured so far
+    for name, entry in results["corpora"].items():
         for order in ("sequential", "shuffled"):
             finals = [entry["runs"][f"{order}/{s}"]["evals"][-1][1] for s in args.seeds]
             entry[order] = {"final_val_bpb": finals, "mean": statistics.mean(finals),
                             "std": statistics.stdev(finals) if len(finals) > 1 else 0.0}
         entry["shuffled_minus_sequential"] = [b - a for a, b in zip(entry["sequential"]["final_val_bpb"],
                                                                      entry["shuffled"]["final_val_bpb"])]
-        results["corpora"][name] = entry
         print(f"{name}: sequential {entry['sequential']['mean']:.4f} ± {entry['sequential']['std']:.4f}, "
               f"shuffled {entry['shuffled']['mean']:.4f} ± {entry['shuffled']['std']:.4f} "
               f"(paired differences {[f'{d:+.4f}' for d in entry['shuffled_minus_sequential']]})", flush=True)

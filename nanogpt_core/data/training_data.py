@@ -36,7 +36,7 @@ from nanogpt_core.errors import ConfigError, DataError
 
 MEMORY, STREAM = "memory", "stream"
 AUTO_STREAM_BYTES = 64 << 20  # above this much data on disk a run streams: in memory it would be ~10x that in RAM
-TOKENIZER_TRAIN_CHARS = 32_000_000  # a tokenizer trained by a run learns from at most this much training text
+TOKENIZER_TRAIN_CHARS = 32_000_000  # a tokenizer trained by a streamed run learns from this much training text
 BUILTIN = "built-in corpus (Python's documentation)"
 
 
@@ -107,10 +107,11 @@ class TrainingData:
         train, val = self._parts
         return documents_in_order(train), documents_in_order(val)
 
-    def tokenizer_texts(self) -> Iterator[str]:
-        """The training text a new tokenizer learns from: the training part in stored order, up to
-        TOKENIZER_TRAIN_CHARS characters (all of it for data smaller than that, as nanogpt always did)."""
-        return _first_chars(self.documents()[0], TOKENIZER_TRAIN_CHARS)
+    def tokenizer_texts(self) -> Iterable[str]:
+        """The training text a new tokenizer learns from: all the training documents in memory (as nanogpt always
+        did), the first TOKENIZER_TRAIN_CHARS characters of the training part when streamed."""
+        train = self.documents()[0]
+        return train if self.mode == MEMORY else _first_chars(train, TOKENIZER_TRAIN_CHARS)
 
     def train_loader(self, tokenizer: Tokenizer, batch_size: int, seq_len: int, *, rank: int = 0,
                      world_size: int = 1, device: str | torch.device = "cpu",
