@@ -207,8 +207,14 @@ def held_out_split(paths: list[Path], reader: Callable[[Path], Reader] = reader_
     return [FileRange(only, range(n - 1))], [FileRange(only, range(n - 1, n))]
 
 
-def documents_in_order(part: list[FileRange]) -> Iterator[str]:
-    """Every document of a part, in stored order: what a tokenizer learns from and what validation reads."""
+def units_in_order(part: list[FileRange]) -> Iterator[list]:
+    """The documents of every unit of a part, unit by unit, in stored order: what validation reads."""
     for piece in part:
         for unit in piece.unit_indices():
-            yield from piece.reader.read_unit(unit)
+            yield piece.reader.read_unit(unit)
+
+
+def documents_in_order(part: list[FileRange]) -> Iterator[str]:
+    """Every document of a part, in stored order: what a tokenizer learns from, what `data tokenize` writes."""
+    for docs in units_in_order(part):
+        yield from docs

@@ -28,7 +28,14 @@ import torch
 
 from nanogpt_core.data.corpus import load_documents, split_documents
 from nanogpt_core.data.loader import TokenLoader, encode_documents, tokenize_documents
-from nanogpt_core.data.sources import FileRange, ParquetShard, data_files, documents_in_order, held_out_split
+from nanogpt_core.data.sources import (
+    FileRange,
+    ParquetShard,
+    data_files,
+    documents_in_order,
+    held_out_split,
+    units_in_order,
+)
 from nanogpt_core.data.stream import StreamingLoader
 from nanogpt_core.data.tokenized import TokenizedFolder, is_tokenized, pack_token_documents
 from nanogpt_core.data.tokenizer import Tokenizer
@@ -191,11 +198,7 @@ def _first_chars(docs: Iterable[str], limit: int) -> Iterator[str]:
 
 def _pieces(part: list[FileRange], encode) -> Iterator[np.ndarray]:
     """A part's tokens in stored order, a unit at a time."""
-    for piece in part:
-        for unit in piece.unit_indices():
-            docs = piece.reader.read_unit(unit)
-            if docs:
-                yield encode(docs)[0]
+    return (encode(docs)[0] for docs in units_in_order(part) if docs)
 
 
 def _first_tokens(pieces: Iterator[np.ndarray], limit: int | None) -> torch.Tensor:
