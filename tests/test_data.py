@@ -175,3 +175,13 @@ def test_a_shuffled_state_needs_to_know_where_documents_start():
         loader.load_state_dict({"position": 0, "epoch": 0, "shuffle_seed": 4})
     loader.load_state_dict({"position": 8, "epoch": 2})  # a checkpoint from before shuffling: stored order
     assert loader.state_dict() == {"position": 8, "epoch": 2, "shuffle_seed": None}
+
+
+def test_the_permutation_is_pinned_so_a_checkpoint_resumes_on_another_machine():
+    """A checkpoint stores the seed and the epoch, not the order: the order must be the same function everywhere.
+    These values are numpy's PCG64 + SeedSequence; if an upgrade changed them, resuming an old run would read other
+    documents, so this fails first."""
+    assert permutation(10, 42, 0).tolist() == [5, 6, 0, 7, 3, 2, 4, 9, 1, 8]
+    assert permutation(10, 42, 1).tolist() == [0, 8, 7, 4, 3, 1, 2, 9, 6, 5]
+    assert permutation(10, -1, 0).tolist() == permutation(10, 2**64 - 1, 0).tolist()  # negative seeds wrap
+    assert sorted(permutation(1000, 7, 3, 2, 1).tolist()) == list(range(1000))
