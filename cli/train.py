@@ -97,6 +97,12 @@ def _apply(options):
               default=None, help="Where to train. [default: auto = cuda, then mps, then cpu]")
 @click.option("--resume", default=None, metavar="DIR|auto",
               help="Continue a run: a run or checkpoint folder, or 'auto' (the --out run's, else the newest in runs/).")
+@click.option("--stream/--no-stream", "stream", default=None,
+              help="Read --data piece by piece in a background thread (memory and start-up time independent of its "
+                   "size) or all into memory. [default: stream above 64 MB]")
+@click.option("--shuffle/--no-shuffle", "shuffle", default=None,
+              help="Read the documents in a new seeded order every epoch, or always in stored order. "
+                   "[default: shuffle]")
 @click.option("--compile", "compile_", is_flag=True, default=None, help="torch.compile the model (needs a compiler).")
 @click.option("--debug", is_flag=False, flag_value="flow", default=None, metavar="[=stats|inside|inside,stats]",
               callback=remember_debug,
