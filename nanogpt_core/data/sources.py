@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,11 +155,16 @@ def _boundary(f, position: int) -> tuple[int, int]:
 
 
 class ParquetShard:
-    """A parquet file with a `text` column (the FineWeb-edu layout), read one row group at a time with pyarrow."""
+    """A parquet file with a `text` column (the FineWeb-edu layout), read one row group at a time with pyarrow.
+
+    One shard may be read by several loaders' background threads at once (a run's training loader and a fresh one,
+    or two ranks' in a test); a pyarrow ParquetFile is not safe to read from two threads at a time (it aborted the
+    process), so every use of the file holds the shard's lock."""
 
     def __init__(self, path: Path):
         self.path = path
         self._file = None
+        self._lock = threading.Lock()
 
     def _open(self):
         if self._file is None:
@@ -173,11 +179,13 @@ class ParquetShard:
         return self._file
 
     def num_units(self) -> int:
-        return self._open().num_row_groups
+        with self._lock:
+            return self._open().num_row_groups
 
     def read_unit(self, index: int) -> list[str]:
         try:
-            column = self._open().read_row_group(index, columns=["text"]).column("text")
+            with self._lock:
+                column = self._open().read_row_group(index, columns=["text"]).column("text")
         except DataError:
             raise
         except Exception as exc:  # a truncated or corrupt row group (pyarrow raises OSError, ArrowInvalid, ...)
