@@ -186,6 +186,8 @@ def test_installed_outside_a_workspace_every_command_says_how_to_make_one(tmp_pa
         assert f"no nanogpt.toml in {tmp_path.resolve()} or a folder above it" in line
         assert "`nanogpt init`" in line and "Traceback" not in result.output
     assert not (tmp_path / "run").exists()
+    listed = CliRunner().invoke(cli, ["components"], env={"COLUMNS": "400"})  # lists the rest, and says why not it
+    assert listed.exit_code == 0 and "No student set: the student set is the files of a workspace" in listed.output
 
 
 # --- the loop inside a workspace -------------------------------------------------------------------------------

@@ -373,7 +373,7 @@ def init_workspace(directory: Path | str = DEFAULT_WORKSPACE) -> InitResult:
             for name, text in files.items():
                 write_text_atomic(staging / name, text)
             _as_if_made_by_hand(staging, [staging / name for name in files])
-            os.rename(staging, directory)  # a folder of that name made meanwhile: the rename fails, nothing lost
+            os.rename(staging, directory)  # a non-empty folder of that name made meanwhile: refused, nothing lost
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
