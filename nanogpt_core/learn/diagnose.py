@@ -273,8 +273,8 @@ def diagnose(exc: BaseException, use: dict[str, str] | None = None) -> Diagnosis
     reference_file, show = reference_source(component, method) if component else (None, None)
     # an error surfacing in reference code is the swapped-in component's: its hint, when there is one suspect
     hinted = suspects[0] if len(suspects) == 1 else (None if suspects else component)
-    hint = hint_for(hinted, kind).format(show=show or "nanogpt show reference:<component>.<method>",
-                                         file=file or "your file",
+    hint_show = show or (reference_source(hinted, None)[1] if hinted else "nanogpt show reference:<component>")
+    hint = hint_for(hinted, kind).format(show=hint_show, file=file or "your file",
                                          where=f"{component}.{method}" if component else "it")
     if suspects:
         hint = (f"The error surfaced in {'reference' if component else 'core'} code, so the likely cause is what "

@@ -57,8 +57,8 @@ STAMP_FORMAT = "%Y%m%d-%H%M%S"
 _BACKUP_RE = re.compile(r"^(?P<component>\w+)\.py\.(?P<stamp>\d{8}-\d{6})(?:-(?P<n>\d+))?$")
 # what a skeleton's method raises until the learner writes it: `TODO: Implement attention.forward — ...`
 TODO_RE = re.compile(r"TODO: Implement\s+([A-Za-z_]\w*)\.([A-Za-z_]\w*)")
-# ... and the method of the reference it says to read, at its end: `Reference: nanogpt show reference:rotary.apply`
-REFERENCE_TAIL_RE = re.compile(r"\s*Reference:\s*(?:`?nanogpt show\s+)?(?P<target>[\w:.]+)`?\s*$")
+# ... and, at its end, the reference to read: `Reference: `nanogpt show reference:rotary.apply``
+REFERENCE_TAIL_RE = re.compile(r"\s*Reference:.*$")
 
 
 def student_dir() -> Path:
@@ -337,7 +337,7 @@ def workspace_files() -> dict[str, str]:
     return files
 
 
-def _as_if_made_by_hand(folder: Path | None, files: list[Path]) -> None:
+def _ordinary_permissions(folder: Path | None, files: list[Path]) -> None:
     """The permissions an editor would give them (the umask's), not the private ones of a temporary file."""
     umask = os.umask(0)
     os.umask(umask)
@@ -372,7 +372,7 @@ def init_workspace(directory: Path | str = DEFAULT_WORKSPACE) -> InitResult:
         try:
             for name, text in files.items():
                 write_text_atomic(staging / name, text)
-            _as_if_made_by_hand(staging, [staging / name for name in files])
+            _ordinary_permissions(staging, [staging / name for name in files])
             os.rename(staging, directory)  # a non-empty folder of that name made meanwhile: refused, nothing lost
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
@@ -385,5 +385,5 @@ def init_workspace(directory: Path | str = DEFAULT_WORKSPACE) -> InitResult:
             if name == ".gitignore" and (directory / name).exists():
                 continue  # the learner's own .gitignore stays as it is
             written.append(write_text_atomic(directory / name, text))
-        _as_if_made_by_hand(None, written)
+        _ordinary_permissions(None, written)
     return InitResult(directory, written)
