@@ -8,7 +8,8 @@ from rich.table import Table
 
 from nanogpt_cli.errors import debug_option
 from nanogpt_core.model.contracts import COMPONENTS
-from nanogpt_core.model.registry import implementation_sets, registrations
+from nanogpt_core.model.registry import STUDENT_SET, implementation_sets, registrations
+from nanogpt_core.model.workspace_location import locate_student_set
 
 
 @click.command("components")
@@ -43,4 +44,7 @@ def components_command(as_json: bool) -> None:
             "\n".join(r.plugin for r in impls),
             component.summary,
         )
-    Console(width=max(120, Console().width)).print(table)
+    console = Console(width=max(120, Console().width))
+    console.print(table)
+    if STUDENT_SET not in order:  # installed from a wheel, outside a workspace: say where the learner's set would be
+        console.print(f"No {STUDENT_SET} set: {locate_student_set().problem}", markup=False, style="dim")

@@ -1,8 +1,9 @@
 """How the CLI reports failures: one clear line for a user's mistake, the traceback only behind `--debug`.
 
 An exception from component code gets a short panel instead (see `nanogpt_core.learn.diagnose`): which component and
-method, the TODO text or the kind of bug, the contract's shapes, the reference file to read and the command to run
-again. A skeleton's TODO exits with 3, any other error inside a component with 4.
+method, the TODO text or the kind of bug, your file and line as they are on disk, the reference's file where it is
+installed and the `nanogpt show` command that prints the method to read, the contract's shapes and the command to
+run again. A skeleton's TODO exits with 3, any other error inside a component with 4.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ from rich.text import Text
 
 from nanogpt_core.errors import NanoGPTError
 from nanogpt_core.learn.diagnose import Diagnosis, diagnose
+from nanogpt_core.learn.workspace import without_reference_tail
 from nanogpt_core.model.registry import REFERENCE_SET
 from nanogpt_core.model.use_spec import resolve_use
 
-_REFERENCE_TAIL = re.compile(r"\s*Reference:\s*\S+\s*$")
 EXIT_INTERRUPTED = 130  # the shell's convention for a process ended by SIGINT (SIGTERM: 143)
 
 
@@ -88,7 +89,7 @@ def render_diagnosis(d: Diagnosis, command: str, console: Console | None = None)
     rows.add_column(overflow="fold")
     if d.kind == "todo":
         title = f"Not implemented yet: {d.where}" + (f" ({d.impl_set})" if d.impl_set else "")
-        todo = _REFERENCE_TAIL.sub("", d.message).removeprefix("TODO: ").strip()  # the reference has its own row
+        todo = without_reference_tail(d.message).removeprefix("TODO: ").strip()  # the reference has its own rows
         rows.add_row("TODO", Text(todo))
     else:
         title = f"Error in {d.where}" + (f" ({d.impl_set})" if d.impl_set else "")
@@ -97,6 +98,8 @@ def render_diagnosis(d: Diagnosis, command: str, console: Console | None = None)
         rows.add_row("your code", Text(f"{d.file}:{d.line}" + (f"  in {d.qualname}" if d.qualname else "")))
     if d.reference_file:
         rows.add_row("reference", Text(d.reference_file))
+    if d.reference_command:
+        rows.add_row("read it", Text(d.reference_command, style="cyan"))
     if d.signature:
         rows.add_row("contract", Text(d.signature))
     if d.shapes:

@@ -15,6 +15,7 @@ from nanogpt_cli.errors import EXIT_INTERRUPTED, Invocation, report_exception
 from nanogpt_cli.eval import eval_command
 from nanogpt_cli.experiment import experiment_command
 from nanogpt_cli.hint import hint_command
+from nanogpt_cli.init import init_command
 from nanogpt_cli.inspect import inspect_command
 from nanogpt_cli.interop import export_group, import_group, pretrained_compare_command
 from nanogpt_cli.reset import reset_command
@@ -56,7 +57,8 @@ class NanoGPTGroup(click.Group):
 def cli() -> None:
     """nanogpt: a small, exact GPT whose every component is a plugin you can rewrite yourself.
 
-    Start with `nanogpt train` (trains a small GPT on the built-in corpus) or `nanogpt components`.
+    Start with `nanogpt train` (trains a small GPT on the built-in corpus) or `nanogpt components`; to write your
+    own, `nanogpt init` makes a workspace of skeletons (`cd my-gpt`, then `nanogpt status`).
     """
 
 
@@ -72,6 +74,7 @@ cli.add_command(eval_command)
 cli.add_command(inspect_command)
 cli.add_command(data_group)
 cli.add_command(tokenizer_group)
+cli.add_command(init_command)
 cli.add_command(reset_command)
 cli.add_command(status_command)
 cli.add_command(check_command)

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from nanogpt_cli.errors import debug_option, remember_use
 from nanogpt_core.learn.status import learner_status
+from nanogpt_core.learn.workspace import without_reference_tail
 from nanogpt_core.model.registry import STUDENT_SET
 
 STATE_STYLE = {
@@ -27,7 +28,7 @@ STATE_STYLE = {
 
 def _short(message: str) -> str:
     """A TODO without its 'TODO: Implement x.y — ' head and 'Reference: ...' tail (the table shows both)."""
-    return re.sub(r"\s*Reference:\s*\S+\s*$", "", re.sub(r"^TODO: Implement \S+ — ", "", message))
+    return without_reference_tail(re.sub(r"^TODO: Implement \S+ — ", "", message))
 
 
 @click.command("status")
@@ -61,6 +62,9 @@ def status_command(impl_set: str, as_json: bool, no_checks: bool) -> None:
                       str(s.hints_taken) if s.hints_taken else "",
                       escape(detail[:120] + ("…" if len(detail) > 120 else "")))
     console.print(table)
+    if report.workspace is not None:
+        found = f", from {report.found_by}" if report.found_by else ""
+        console.print(f"Your files: {escape(report.workspace)} (the {escape(report.impl_set)} set{escape(found)})")
     done = sum(s.done for s in report.components)
     taken = sum(s.hints_taken for s in report.components)
     console.print(f"{done}/{len(report.components)} components match the reference."

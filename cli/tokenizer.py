@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import click
 
 from nanogpt_cli.errors import debug_option
-from nanogpt_core.data.corpus import load_documents, split_documents
 from nanogpt_core.data.tokenizer import DEFAULT_VOCAB_SIZE, Tokenizer
+from nanogpt_core.data.training_data import open_training_data
+
+VAL_SAMPLE_DOCUMENTS = 10_000  # held-out documents the bytes-per-token figure is measured on
 
 
 @click.group("tokenizer")
@@ -25,8 +28,11 @@ def tokenizer_group() -> None:
               help="Folder to save the tokenizer in.")
 @debug_option
 def train_command(vocab_size: int, data_path: str | None, out_dir: str) -> None:
-    """Train a tokenizer on the training split of the data (validation text stays unseen) and save it."""
-    train_docs, val_docs = split_documents(load_documents(data_path))
+    """Train a tokenizer on the training split of the data (validation text stays unseen) and save it: the text a
+    run on this data would train its own tokenizer on (streamed data: its first 32 million characters)."""
+    data = open_training_data(data_path)
+    train_docs = list(data.tokenizer_texts())
+    val_docs = list(itertools.islice(data.documents()[1], VAL_SAMPLE_DOCUMENTS))
     start = time.perf_counter()
     tokenizer = Tokenizer.train(train_docs, vocab_size)
     seconds = time.perf_counter() - start

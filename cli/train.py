@@ -104,6 +104,12 @@ def _apply(options):
               default=None, help="Where to train. [default: auto = cuda, then mps, then cpu]")
 @click.option("--resume", default=None, metavar="DIR|auto",
               help="Continue a run: a run or checkpoint folder, or 'auto' (the --out run's, else the newest in runs/).")
+@click.option("--stream/--no-stream", "stream", default=None,
+              help="Read --data piece by piece in a background thread (memory and start-up time independent of its "
+                   "size) or all into memory. [default: stream above 64 MB]")
+@click.option("--shuffle/--no-shuffle", "shuffle", default=None,
+              help="Read the documents in a new seeded order every epoch, or always in stored order. "
+                   "[default: shuffle]")
 @click.option("--time", "--time-budget", "time_budget", default=None, metavar="DURATION", callback=_budget_seconds,
               help="Train for this wall-clock time (90s, 5m, 1h, 1h30m): measure this machine's speed, choose the "
                    "model size, batch and steps that should reach the lowest validation loss in it (flags given are "

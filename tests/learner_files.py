@@ -3,8 +3,9 @@
 - pristine: the skeleton as shipped (`nanogpt_core.learn.workspace.pristine_text`);
 - half-written: the skeleton with its first TODO method written (the reference's body put in its place), the rest
   still raising their TODOs — what a learner has after the first round of the loop;
-- finished: a complete attention written for these tests in a learner's own words (not the reference's lines), so a
-  tool that shows, diffs or traces "your code" is shown to read the learner's file and not the reference.
+- finished: a complete attention (and rotary) written for these tests in a learner's own words (not the reference's
+  lines), so a tool that shows, diffs or traces "your code" is shown to read the learner's file and not the
+  reference.
 """
 
 from __future__ import annotations
@@ -56,6 +57,29 @@ class CausalSelfAttention(nn.Module):
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=visible, enable_gqa=grouped)
         out = out.transpose(1, 2).contiguous().view(B, T, C)
         return self.c_proj(out)
+'''
+
+FINISHED_ROTARY = '''\
+"""rotary, as a learner wrote it: channel i is paired with channel i + D/2 and turned by t * base^(-2i/D)."""
+
+import torch
+
+
+class Rotary:
+    @staticmethod
+    def precompute(seq_len: int, head_dim: int, base: float = 10000, device=None):
+        even = torch.arange(0, head_dim, 2, dtype=torch.float32, device=device)
+        inv_freq = 1.0 / (base ** (even / head_dim))
+        positions = torch.arange(seq_len, dtype=torch.float32, device=device)
+        angles = positions[:, None] * inv_freq[None, :]  # (seq_len, head_dim / 2)
+        return angles.cos().bfloat16()[None, :, None, :], angles.sin().bfloat16()[None, :, None, :]
+
+    @staticmethod
+    def apply(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        half = x.size(-1) // 2
+        first, second = x[..., :half], x[..., half:]
+        turned = (first * cos + second * sin, second * cos - first * sin)
+        return torch.cat(turned, dim=-1).to(x.dtype)
 '''
 
 

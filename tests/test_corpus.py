@@ -8,13 +8,8 @@ import sys
 
 import pytest
 
-from nanogpt_core.data.corpus import (
-    TEXT_DOCUMENT_CHARS,
-    default_corpus_documents,
-    load_documents,
-    split_documents,
-    split_text_into_documents,
-)
+from nanogpt_core.data.corpus import default_corpus_documents, load_documents, split_documents
+from nanogpt_core.data.sources import TEXT_DOCUMENT_CHARS, split_text_into_documents
 from nanogpt_core.errors import ConfigError, DataError
 
 _HASH_SNIPPET = (

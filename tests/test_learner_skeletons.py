@@ -1,18 +1,23 @@
-"""The skeletons a learner starts from: valid, every TODO names its component and reference file, and a run from a
-pristine copy meets the TODOs in the seed's order (construction, weight init, forward, optimizer, generate)."""
+"""The skeletons a learner starts from: valid, every TODO names its component and the `nanogpt show` command that
+prints the reference method to read (a command works wherever nanogpt is installed; a path such as
+`impls/reference/x.py` exists only in a checkout), and a run from a pristine copy meets the TODOs in the seed's order
+(construction, weight init, forward, optimizer, generate)."""
 
 from __future__ import annotations
 
 import ast
+import inspect
 import re
-from pathlib import Path
 
 import pytest
 import torch
 from test_learner_support import REFERENCE_PARTS, _one_thread, make_set, registered, skel  # noqa: F401
 
+import nanogpt_impls.reference as ref
 from nanogpt_core.errors import ComponentImportError
+from nanogpt_core.files import display_path
 from nanogpt_core.learn.diagnose import diagnose
+from nanogpt_core.learn.source import component_source, find_part
 from nanogpt_core.learn.status import COMPONENT_ORDER, LEARNING_PATH, smoke_config, smoke_run
 from nanogpt_core.learn.workspace import pristine_text
 from nanogpt_core.model.assembly import build_model
@@ -20,8 +25,7 @@ from nanogpt_core.model.component_files import import_component, load_set_from_d
 from nanogpt_core.model.contracts import BY_NAME, COMPONENT_NAMES, PHASES
 from nanogpt_core.model.registry import get_implementation
 
-REPO = Path(__file__).resolve().parents[1]
-TODO_RE = re.compile(r"TODO: Implement (\w+)\.(\w+) — .+ Reference: (impls/reference/\w+\.py)$", re.S)
+TODO_RE = re.compile(r"TODO: Implement (\w+)\.(\w+) — .+ Reference: `nanogpt show reference:(\w+)\.(\w+)`$", re.S)
 
 
 def todo_methods(component: str) -> list[str]:
@@ -77,8 +81,9 @@ def test_pristine_skeleton_is_valid_and_every_todo_names_its_reference(component
         m = TODO_RE.match(message)
         assert m, f"{component}.{method}: TODO message has the wrong form: {message!r}"
         assert (m.group(1), m.group(2)) == (component, method)
-        assert m.group(3) == f"impls/reference/{component}.py"
-        assert (REPO / m.group(3)).is_file()
+        assert (m.group(3), m.group(4)) == (component, method)  # the same method, in the reference
+        shown = find_part(component_source("reference", component), method)  # what `nanogpt show` prints
+        assert re.search(rf"^\s*def {method}\(", shown.text, re.M), shown.text[:200]
     # same members as the contract: a learner's file plugs in where the reference does
     impl = get_implementation(skel, component)
     for member in BY_NAME[component].members:
@@ -150,12 +155,14 @@ def test_a_student_file_that_does_not_import_fails_alone(tmp_path):
 
 
 def test_import_component_gives_a_placeholder_naming_the_file():
-    impl = import_component("nanogpt_impls.student.no_such_file", "mlp")
-    with pytest.raises(ComponentImportError, match=r"impls/student/no_such_file\.py does not import"):
+    impl = import_component("nanogpt_impls.student.no_such_file", "mlp")  # no file to name: the module, then
+    with pytest.raises(ComponentImportError, match=r"module nanogpt_impls\.student\.no_such_file does not import"):
         impl(smoke_config())
     fn = import_component("nanogpt_impls.reference.mlp", "init")  # a file without the contract's entry
-    with pytest.raises(ComponentImportError, match="defines no 'init_weights'"):
+    with pytest.raises(ComponentImportError, match="defines no 'init_weights'") as info:
         fn(None)
+    # the file as it is on disk, wherever the package is installed (relative to the current folder when under it)
+    assert str(info.value).startswith(display_path(inspect.getsourcefile(ref.MLP)) + " does not import")
 
 
 def test_a_component_missing_a_contract_member_fails_alone(tmp_path, monkeypatch):

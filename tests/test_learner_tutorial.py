@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from learner_files import half_written
+from test_installed_wheel import TORCH_PIN
 from test_learner_errors import TINY_TEXT
 from test_learner_support import _one_thread, skel, solved  # noqa: F401
 
@@ -75,9 +76,12 @@ def test_the_order_table_is_what_a_run_meets():
     assert [int(n) for n, *_ in rows] == list(range(1, len(LEARNING_PATH) + 1))
 
 
-def test_the_install_step_is_the_makefile_target():
+def test_the_install_steps_are_the_makefile_target_and_the_wheel_test():
+    """Only the two ways in are not run here: a clone's `make install`, and `pip install` of the package, which
+    tests/test_installed_wheel.py does into a fresh venv (its torch pin is the project's)."""
     skipped = [cmds for spec, cmds in blocks() if "skip" in spec]
-    assert skipped == [["make install", "source .venv/bin/activate"]]
+    assert skipped == [["make install", "source .venv/bin/activate"],
+                       [f"pip install {TORCH_PIN}", "pip install ./nanogpt"]]
     assert re.search(r"^install:", (REPO / "Makefile").read_text(), re.M)
 
 

@@ -16,6 +16,7 @@ from nanogpt_core.train.settings import TrainSettings
 
 CORPUS_CHARS = 160_000  # ~40 documents of >= 4 KB: 2 validation documents, the rest training text
 VOCAB_SIZE = 384
+SHARDS = 8
 
 
 @pytest.fixture(scope="session")
@@ -32,6 +33,19 @@ def tiny_corpus(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
     path.write_text("\n\n".join(text), encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_shards(tiny_corpus, tmp_path_factory) -> Path:
+    """The tiny corpus as a folder of 8 text files (whole documents each), for streamed runs (`stream=True`): the
+    last file is held out, and each file is one unit, so 2 ranks read 4 and 3 of the other 7."""
+    docs = tiny_corpus.read_text(encoding="utf-8").split("\n\n")
+    folder = tmp_path_factory.mktemp("shards")
+    per_file = -(-len(docs) // SHARDS)
+    for i in range(SHARDS):
+        (folder / f"part_{i:02d}.txt").write_text("\n\n".join(docs[i * per_file:(i + 1) * per_file]),
+                                                  encoding="utf-8")
+    return folder
 
 
 @pytest.fixture(scope="session")

@@ -24,7 +24,7 @@ class CausalSelfAttention(nn.Module):
         raise NotImplementedError(
             "TODO: Implement attention.__init__ — store layer_idx, n_head, n_kv_head, head_dim = n_embd // n_head; "
             "create c_q, c_k, c_v, c_proj as nn.Linear(..., bias=False); q_norm = norm(head_dim), "
-            "k_norm = norm(head_dim); keep rotary. Reference: impls/reference/attention.py"
+            "k_norm = norm(head_dim); keep rotary. Reference: `nanogpt show reference:attention.__init__`"
         )
 
     def forward(self, x: torch.Tensor, cos_sin, kv_cache) -> torch.Tensor:
@@ -32,5 +32,5 @@ class CausalSelfAttention(nn.Module):
             "TODO: Implement attention.forward — project x to q, k, v (B, T, heads, D); apply rotary to q and k; "
             "QK-norm; transpose to (B, heads, T, D); insert k, v into kv_cache if given; causal "
             "scaled_dot_product_attention with enable_gqa; back to (B, T, C) and c_proj. "
-            "Reference: impls/reference/attention.py"
+            "Reference: `nanogpt show reference:attention.forward`"
         )

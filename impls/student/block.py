@@ -21,11 +21,11 @@ class Block(nn.Module):
         raise NotImplementedError(
             "TODO: Implement block.__init__ — keep self.attn = attn and self.mlp = mlp; create "
             "self.attn_norm = norm(config.n_embd) and self.mlp_norm = norm(config.n_embd). "
-            "Reference: impls/reference/block.py"
+            "Reference: `nanogpt show reference:block.__init__`"
         )
 
     def forward(self, x: torch.Tensor, cos_sin, kv_cache) -> torch.Tensor:
         raise NotImplementedError(
             "TODO: Implement block.forward — x = x + attn(attn_norm(x), cos_sin, kv_cache); "
-            "x = x + mlp(mlp_norm(x)); return x. Reference: impls/reference/block.py"
+            "x = x + mlp(mlp_norm(x)); return x. Reference: `nanogpt show reference:block.forward`"
         )

@@ -22,5 +22,5 @@ def generate(
     raise NotImplementedError(
         "TODO: Implement generate.generate — seeded torch.Generator; KV cache from model.new_kv_cache; forward the "
         "prompt, then repeatedly sample the next id from the last position's logits and feed it back; yield each id. "
-        "Reference: impls/reference/generate.py"
+        "Reference: `nanogpt show reference:generate.generate`"
     )

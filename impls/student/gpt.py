@@ -28,7 +28,7 @@ class GPT(nn.Module):
             "self.transformer = nn.ModuleDict with 'wte' (nn.Embedding(vocab_size, n_embd)) and 'h' "
             "(nn.ModuleList([make_block(i) for i in range(n_layer)])); self.final_norm = norm(n_embd); "
             "self.lm_head = nn.Linear(n_embd, vocab_size, bias=False), its own matrix. "
-            "Reference: impls/reference/gpt.py"
+            "Reference: `nanogpt show reference:gpt.__init__`"
         )
 
     def forward(self, idx: torch.Tensor, targets=None, kv_cache=None, loss_reduction: str = "mean") -> torch.Tensor:
@@ -37,12 +37,12 @@ class GPT(nn.Module):
             "self.rotary_cos_sin(T0, T); x = emb_norm(wte(idx)); x = block(x, cos_sin, kv_cache) for every block; "
             "logits = lm_head(final_norm(x)), softcapped: 15 * tanh(logits / 15); without targets return the "
             "logits (B, T, vocab); else the cross-entropy of logits.float() against targets, ignore_index=-1, "
-            "reduction=loss_reduction. Reference: impls/reference/gpt.py"
+            "reduction=loss_reduction. Reference: `nanogpt show reference:gpt.forward`"
         )
 
     def estimate_flops(self) -> int:
         raise NotImplementedError(
             "TODO: Implement gpt.estimate_flops — 6 * (all parameters - the embedding's) + 12 * n_layer * n_head * "
             "head_dim * sequence_len: 6 FLOPs per weight a token meets (2 forward, 4 backward) plus attention's "
-            "scores and values. Reference: impls/reference/gpt.py"
+            "scores and values. Reference: `nanogpt show reference:gpt.estimate_flops`"
         )

@@ -19,5 +19,5 @@ def init_weights(model: nn.Module) -> None:
         "TODO: Implement init.init_weights — for every module in model.modules(): nn.Linear weights ~ N(0, std) "
         "with std = 1/sqrt(fan_in) * min(1, sqrt(fan_out/fan_in)), nn.Embedding ~ N(0, 1); then zero "
         "model.lm_head.weight and every c_proj weight inside model.transformer.h (under torch.no_grad()). "
-        "Reference: impls/reference/init.py"
+        "Reference: `nanogpt show reference:init.init_weights`"
     )

@@ -18,10 +18,11 @@ class MLP(nn.Module):
         super().__init__()
         raise NotImplementedError(
             "TODO: Implement mlp.__init__ — c_fc = nn.Linear(n_embd, 4*n_embd, bias=False), "
-            "c_proj = nn.Linear(4*n_embd, n_embd, bias=False). Reference: impls/reference/mlp.py"
+            "c_proj = nn.Linear(4*n_embd, n_embd, bias=False). Reference: `nanogpt show reference:mlp.__init__`"
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError(
-            "TODO: Implement mlp.forward — c_fc, then relu squared, then c_proj. Reference: impls/reference/mlp.py"
+            "TODO: Implement mlp.forward — c_fc, then relu squared, then c_proj. "
+            "Reference: `nanogpt show reference:mlp.forward`"
         )

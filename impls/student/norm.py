@@ -23,5 +23,6 @@ class RMSNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError(
             "TODO: Implement norm.forward — RMS-normalise x over its last dimension, no weights, eps at most 1e-5 "
-            "(one call: torch.nn.functional.rms_norm(x, (x.size(-1),))). Reference: impls/reference/norm.py"
+            "(one call: torch.nn.functional.rms_norm(x, (x.size(-1),))). "
+            "Reference: `nanogpt show reference:norm.forward`"
         )

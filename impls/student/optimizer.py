@@ -35,5 +35,5 @@ def setup_optimizers(
         "torch.optim.Muon(lr=matrix_lr, momentum=0.95, nesterov=True, weight_decay=0, adjust_lr_fn='original'); "
         "lm_head, wte and anything left go to torch.optim.AdamW(betas=(0.8, 0.95), eps=1e-10) with lrs scaled by "
         "(n_embd/768)**-0.5; set group['initial_lr'] = group['lr'] on every group; return [adamw, muon]. "
-        "Reference: impls/reference/optimizer.py"
+        "Reference: `nanogpt show reference:optimizer.setup_optimizers`"
     )

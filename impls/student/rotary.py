@@ -24,12 +24,13 @@ class Rotary:
         raise NotImplementedError(
             "TODO: Implement rotary.precompute — inverse frequencies base**(-arange(0, head_dim, 2)/head_dim), "
             "angles = outer(positions, inv_freq), return cos and sin in bfloat16 shaped (1, seq_len, 1, head_dim/2) "
-            "on `device`. Reference: impls/reference/rotary.py"
+            "on `device`. Reference: `nanogpt show reference:rotary.precompute`"
         )
 
     @staticmethod
     def apply(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError(
             "TODO: Implement rotary.apply — split the last dim of x into halves x1|x2, return "
-            "cat([x1*cos + x2*sin, -x1*sin + x2*cos], dim=3) cast back to x.dtype. Reference: impls/reference/rotary.py"
+            "cat([x1*cos + x2*sin, -x1*sin + x2*cos], dim=3) cast back to x.dtype. "
+            "Reference: `nanogpt show reference:rotary.apply`"
         )

@@ -25,11 +25,14 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-from nanogpt_core.errors import ConfigError, DataError, require_extra
-
-TEXT_SUFFIXES = (".txt", ".md")
-PARQUET_SUFFIX = ".parquet"
-TEXT_DOCUMENT_CHARS = 4096  # a text file is cut at blank lines into documents of at least this many characters
+from nanogpt_core.data.sources import (
+    PARQUET_SUFFIX,
+    ParquetShard,
+    data_files,
+    decode_text,
+    split_text_into_documents,
+)
+from nanogpt_core.errors import ConfigError, DataError
 
 # Standard-library modules whose docstrings join the built-in corpus. A fixed, sorted list (not "everything
 # importable") so the corpus does not change with what happens to be installed, and only modules that import without
@@ -62,9 +65,6 @@ STDLIB_MODULES = (
     "xml.sax.saxutils", "xml.sax.xmlreader", "xmlrpc.client", "xmlrpc.server", "zipapp", "zipfile", "zipimport",
     "zlib", "zoneinfo",
 )
-
-_BLANK_LINES = re.compile(r"\n[ \t]*\n")
-
 
 def _clean(text: str) -> str:
     """Dedent, drop trailing spaces, turn tabs and odd line ends into plain ones, and keep at most one blank line."""
@@ -180,11 +180,7 @@ def load_documents(path: str | Path | None) -> list[str]:
     if not path.exists():
         raise DataError(f"{path} does not exist; pass a text file, a folder of .txt/.md files or parquet shards")
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in (*TEXT_SUFFIXES, PARQUET_SUFFIX)
-                       and not any(part.startswith(".") for part in p.relative_to(path).parts))
-        if not files:
-            raise DataError(f"no .txt, .md or .parquet files under {path}; put your text files in that folder")
-        docs = [doc for f in files for doc in _load_file(f, allow_empty=True)]
+        docs = [doc for f in data_files(path) for doc in _load_file(f, allow_empty=True)]
     else:
         docs = _load_file(path, allow_empty=False)
     if not docs:
@@ -204,50 +200,12 @@ def _load_file(path: Path, allow_empty: bool) -> list[str]:
 
 
 def _read_text(path: Path) -> str:
-    data = path.read_bytes()
-    nul = data.find(b"\x00")
-    if nul >= 0:
-        raise DataError(f"{path} looks binary (NUL byte at offset {nul}); pass a UTF-8 text file")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path} is not UTF-8 (invalid byte 0x{data[exc.start]:02x} at offset {exc.start}); "
-                        "convert it, e.g. `iconv -f latin1 -t utf-8`") from None
-    return text.removeprefix("\ufeff").replace("\r\n", "\n")
-
-
-def split_text_into_documents(text: str, min_chars: int = TEXT_DOCUMENT_CHARS) -> list[str]:
-    """Cut `text` at blank lines into documents of whole paragraphs, each at least `min_chars` long.
-
-    A short remainder joins the last document, so no document is tiny; a text without blank lines stays one document.
-    """
-    docs: list[str] = []
-    start = 0
-    for match in _BLANK_LINES.finditer(text):
-        if match.start() - start >= min_chars:
-            docs.append(text[start:match.start()])
-            start = match.end()
-    tail = text[start:]
-    if docs and len(tail.strip()) < min_chars:
-        docs[-1] = docs[-1] + "\n\n" + tail
-    else:
-        docs.append(tail)
-    return [doc.strip("\n") for doc in docs if doc.strip()]
+    return decode_text(path.read_bytes(), path)
 
 
 def _load_parquet(path: Path) -> list[str]:
-    pq = require_extra("pyarrow.parquet", "parquet", "reading parquet")
-    try:
-        parquet = pq.ParquetFile(path)
-    except Exception as exc:
-        raise DataError(f"{path} is not a readable parquet file ({exc}); re-download it") from None
-    if "text" not in parquet.schema_arrow.names:
-        raise DataError(f"{path} has no `text` column (columns: {', '.join(parquet.schema_arrow.names)})")
-    docs: list[str] = []
-    for group in range(parquet.num_row_groups):
-        column = parquet.read_row_group(group, columns=["text"]).column("text")
-        docs.extend(t for t in column.to_pylist() if t and t.strip())
-    return docs
+    shard = ParquetShard(path)
+    return [doc for group in range(shard.num_units()) for doc in shard.read_unit(group)]
 
 
 def split_documents(docs: list[str], val_fraction: float = 0.05) -> tuple[list[str], list[str]]:

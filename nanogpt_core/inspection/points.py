@@ -27,7 +27,7 @@ class CapturePoint:
     name: str  # e.g. "blocks.{i}.attn.out"
     path: str  # the module whose call is watched, e.g. "transformer.h.{i}.attn" ("" is the whole model)
     side: Side  # its first input, its output, or (attention) the weights it computes
-    component: str | None  # the contract's component making the call; None: the core (embedding, head, softcap)
+    component: str  # the contract's component making the call (the embedding and the logits: the top level, gpt)
     shape: str
     meaning: str
 
@@ -43,7 +43,7 @@ class CapturePoint:
 
 
 POINTS: tuple[CapturePoint, ...] = (
-    CapturePoint("embed", "transformer.wte", "output", None, "(B, T, C)",
+    CapturePoint("embed", "transformer.wte", "output", "gpt", "(B, T, C)",
                  "the token embeddings, before any norm"),
     CapturePoint("emb_norm.out", "emb_norm", "output", "norm", "(B, T, C)",
                  "the normalised embeddings: the residual stream that enters block 0"),
@@ -65,7 +65,7 @@ POINTS: tuple[CapturePoint, ...] = (
                  "the residual stream leaving block i"),
     CapturePoint("final_norm.out", "final_norm", "output", "norm", "(B, T, C)",
                  "the normalised last residual stream, which the head reads"),
-    CapturePoint("logits", "", "output", None, "(B, T, V)",
+    CapturePoint("logits", "", "output", "gpt", "(B, T, V)",
                  "the softcapped logits the model returns (when called without targets)"),
 )
 

@@ -5,10 +5,15 @@ to read, so the CLI shows a short panel instead. This module decides what goes i
 
 - which component and method raised: the traceback is walked from the innermost frame outwards to the first frame
   whose code belongs to a registered implementation (implementation objects are mapped to their code objects);
-- for a skeleton's `NotImplementedError("TODO: ...")`: the TODO text and the reference file it names;
+- for a skeleton's `NotImplementedError("TODO: ...")`: the TODO text and the reference method to read;
 - for a bug inside a component (a shape, device or dtype mismatch, NaN, a missing attribute, a wrong signature): the
   contract's signature and shapes, the tensors the failing frame held (name, shape, dtype, device) and a hint for that
   kind of error, from the seed's "Debugging common issues".
+
+Every path in it is one the user can open from where they are: the learner's file as it is on disk (relative to the
+current folder when under it: `rotary.py` inside a workspace, `impls/student/rotary.py` at a checkout's root) and the
+reference's file where it is installed, with the command that prints just the method to read
+(`nanogpt show reference:rotary.apply`), which works however nanogpt was installed.
 """
 
 from __future__ import annotations
@@ -18,21 +23,21 @@ import re
 import traceback
 import types
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 
+from nanogpt_core.errors import NanoGPTError
 from nanogpt_core.files import display_path
+from nanogpt_core.learn.source import component_source, find_part
 from nanogpt_core.learn.workspace import TODO_RE
 from nanogpt_core.model.code_objects import implementation_codes, implementation_file
 from nanogpt_core.model.contracts import BY_NAME, COMPONENT_NAMES
-from nanogpt_core.model.registry import REFERENCE_SET, registrations
+from nanogpt_core.model.registry import REFERENCE_SET, get_implementation, registrations
 
 TODO_PREFIX = "TODO: Implement"
 EXIT_TODO = 3  # a component is not implemented yet: the expected state while learning
 EXIT_COMPONENT_BUG = 4  # a component raised something else: a bug in that component
-_REFERENCE_RE = re.compile(r"Reference:\s*(\S+\.py)")
 MAX_LOCALS = 8
 
 
@@ -47,12 +52,13 @@ class Diagnosis:
     line: int | None
     error: str  # "NotImplementedError: TODO: ..." or "RuntimeError: mat1 and mat2 ..."
     message: str  # the exception's own message (for a TODO: the TODO text)
-    reference_file: str | None
+    reference_file: str | None  # the reference's file, where it is installed
     signature: str | None
     shapes: str | None
     actual: list[str] = field(default_factory=list)  # tensors held by the failing frame
     hint: str = ""
     suspects: list[str] = field(default_factory=list)  # non-reference components when the error surfaced elsewhere
+    reference_command: str | None = None  # `nanogpt show reference:rotary.apply`: the method to read
 
     @property
     def exit_code(self) -> int:
@@ -130,7 +136,7 @@ _KINDS: list[tuple[str, re.Pattern[str]]] = [
 ]
 
 HINTS = {
-    "todo": "Open {reference} next to {file}, read it, write {where} in your own words, delete the "
+    "todo": "Read the reference's {where} (`{show}`) next to {file}, write it in your own words, delete the "
             "`raise NotImplementedError` line, and run the same command again.",
     "shape": "Shape mismatch. Check head_dim = n_embd // n_head; q has n_head heads but k and v have n_kv_head; "
              "view to (B, T, heads, head_dim) before transposing to (B, heads, T, head_dim), and back with "
@@ -150,7 +156,7 @@ HINTS = {
     "none-returned": "A method returned None: did you forget the `return` at the end?",
     "exit": "A component must never end the program: sys.exit() (or exit()) inside it stops the run without "
             "saving and without saying why. Raise an exception with a message instead.",
-    "error": "Compare this method with the reference file, line by line.",
+    "error": "Compare this method with the reference's (`{show}`), line by line.",
 }
 
 
@@ -203,15 +209,18 @@ def classify(exc: BaseException) -> str:
     return "error"
 
 
-def _locate_reference(path: str | None) -> str | None:
-    """`impls/reference/x.py` as the user can open it from where they are (absolute when outside the repo)."""
-    if path is None or Path(path).is_file():
-        return path
-    import nanogpt_impls
-
-    candidate = Path(nanogpt_impls.__file__).resolve().parent / Path(path).relative_to("impls") \
-        if path.startswith("impls/") else None
-    return display_path(str(candidate)) if candidate is not None and candidate.is_file() else path
+def reference_source(component: str, method: str | None) -> tuple[str | None, str]:
+    """(the reference's file as the user can open it, the `nanogpt show` command that prints the method to read):
+    that method when the reference has one of that name, else the whole component."""
+    path = implementation_file(get_implementation(REFERENCE_SET, component))
+    target = f"reference:{component}"
+    if method is not None:
+        try:
+            find_part(component_source(REFERENCE_SET, component), method)
+            target = f"{target}.{method}"
+        except NanoGPTError:  # a helper of the learner's own that the reference does not have
+            pass
+    return (display_path(path) if path else None), f"nanogpt show {target}"
 
 
 def _describe_locals(frame: types.FrameType) -> list[str]:
@@ -261,12 +270,11 @@ def diagnose(exc: BaseException, use: dict[str, str] | None = None) -> Diagnosis
     if component is None and not (kind == "todo" or suspects):
         return None
     contract = BY_NAME.get(component) if component else None
-    ref = _REFERENCE_RE.search(message)
-    reference_file = _locate_reference(ref.group(1) if ref else (f"impls/reference/{component}.py"
-                                                                  if component else None))
+    reference_file, show = reference_source(component, method) if component else (None, None)
     # an error surfacing in reference code is the swapped-in component's: its hint, when there is one suspect
     hinted = suspects[0] if len(suspects) == 1 else (None if suspects else component)
-    hint = hint_for(hinted, kind).format(reference=reference_file, file=file or "your file",
+    hint_show = show or (reference_source(hinted, None)[1] if hinted else "nanogpt show reference:<component>")
+    hint = hint_for(hinted, kind).format(show=hint_show, file=file or "your file",
                                          where=f"{component}.{method}" if component else "it")
     if suspects:
         hint = (f"The error surfaced in {'reference' if component else 'core'} code, so the likely cause is what "
@@ -276,4 +284,5 @@ def diagnose(exc: BaseException, use: dict[str, str] | None = None) -> Diagnosis
         qualname=qualname, file=file, line=line, error=f"{type(exc).__name__}: {message}", message=message,
         reference_file=reference_file, signature=contract.signature if contract else None,
         shapes=contract.shapes if contract else None, actual=actual, hint=hint, suspects=suspects,
+        reference_command=show,
     )

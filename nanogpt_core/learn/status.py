@@ -27,6 +27,7 @@ import torch
 
 from nanogpt_core.checks import matches_reference, run_checks
 from nanogpt_core.errors import ComponentImportError
+from nanogpt_core.files import display_path
 from nanogpt_core.learn.diagnose import TODO_PREFIX, diagnose
 from nanogpt_core.learn.workspace import hints_taken, is_pristine
 from nanogpt_core.model.assembly import build_model
@@ -34,6 +35,7 @@ from nanogpt_core.model.config import GPTConfig
 from nanogpt_core.model.contracts import COMPONENT_NAMES
 from nanogpt_core.model.registry import STUDENT_SET, registrations
 from nanogpt_core.model.use_spec import known_set
+from nanogpt_core.model.workspace_location import locate_student_set
 
 DONE = "matches reference"
 # The seed's training command, for the quickest loop: one step of a depth-4 model.
@@ -125,6 +127,8 @@ class StatusReport:
     components: list[ComponentStatus] = field(default_factory=list)
     next: NextStep | None = None
     checked: bool = True  # False with --no-checks: no component can be past "implemented"
+    workspace: str | None = None  # the learner's folder as the user can open it (the student set, or `directory`)
+    found_by: str = ""  # how it was found: "NANOGPT_STUDENT_DIR", "my-gpt/nanogpt.toml", "the source checkout"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -216,6 +220,12 @@ def learner_status(impl_set: str = STUDENT_SET, directory: Path | None = None,
                    with_checks: bool = True) -> StatusReport:
     """The state of every component `impl_set` provides, in the order a run meets them, and the next step."""
     known_set(impl_set)
+    workspace, found_by = None, ""
+    if directory is not None:
+        workspace = display_path(directory)
+    elif impl_set == STUDENT_SET:
+        location = locate_student_set()
+        workspace, found_by = display_path(location.require()), location.found_by
     regs = registrations()
     order = [c for c in COMPONENT_ORDER if c in COMPONENT_NAMES] + [c for c in COMPONENT_NAMES
                                                                    if c not in COMPONENT_ORDER]
@@ -223,4 +233,4 @@ def learner_status(impl_set: str = STUDENT_SET, directory: Path | None = None,
     if directory is not None or impl_set == STUDENT_SET:
         for s in statuses:
             s.hints_taken = hints_taken(s.component, directory)
-    return StatusReport(impl_set, statuses, next_step(impl_set, statuses), with_checks)
+    return StatusReport(impl_set, statuses, next_step(impl_set, statuses), with_checks, workspace, found_by)

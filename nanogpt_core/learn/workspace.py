@@ -1,4 +1,9 @@
-"""The learner's workspace (`impls/student/`, the folder a learner edits) and the pristine skeletons it started from.
+"""The learner's workspace (the folder of component files a learner edits) and the pristine skeletons it started from.
+
+Where the workspace is: `$NANOGPT_STUDENT_DIR`, else the folder a `nanogpt.toml` in the current folder (or one above
+it) names, else, in a source checkout, `impls/student/` (`nanogpt_core.model.workspace_location`, which the student
+set's plugin asks too, so the files the tools read are the files the model runs). `nanogpt init [DIR]`
+(`init_workspace`) makes a new one anywhere: the skeletons, a README on the loop and the `nanogpt.toml`.
 
 The student files are meant to be edited, so the project keeps an untouched copy of each skeleton as package data
 (`impls/pristine/<component>.py.txt`). From it:
@@ -14,41 +19,57 @@ The student files are meant to be edited, so the project keeps an untouched copy
 - `write_pristine_dir(folder)` writes a fresh set of skeletons (tests load it with
   `nanogpt_core.model.component_files.load_set_from_dir`, so they never depend on the learner's own files).
 
-Every path goes through `student_dir()` / `student_file()`: `NANOGPT_STUDENT_DIR` points the workspace elsewhere
-(tests use a temporary copy, never the real folder). Files are written atomically (`nanogpt_core.files`).
+Every path goes through `student_dir()` / `student_file()`; tests point `NANOGPT_STUDENT_DIR` at a temporary copy,
+never the real folder. Files are written atomically (`nanogpt_core.files`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import importlib.metadata
 import importlib.resources
 import json
 import os
 import re
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from nanogpt_core.errors import WorkspaceError
-from nanogpt_core.files import atomic_write, display_path, write_json_atomic, write_text_atomic
-from nanogpt_core.model.contracts import COMPONENT_NAMES
+from nanogpt_core.files import (
+    TMP_PREFIX,
+    atomic_write,
+    display_path,
+    fsync_dir,
+    write_json_atomic,
+    write_text_atomic,
+)
+from nanogpt_core.model.contracts import BY_NAME, COMPONENT_NAMES
 from nanogpt_core.model.use_spec import known_component
+from nanogpt_core.model.workspace_location import DEFAULT_WORKSPACE, MARKER_NAME, locate_student_set
+from nanogpt_core.model.workspace_location import STUDENT_DIR_ENV as STUDENT_DIR_ENV  # tests set it, named from here
 
-STUDENT_DIR_ENV = "NANOGPT_STUDENT_DIR"
 BACKUP_DIR = ".backups"
 STAMP_FORMAT = "%Y%m%d-%H%M%S"
 # `attention.py.20250101-120000`, and `-1`, `-2`, ... for more than one backup within a second
 _BACKUP_RE = re.compile(r"^(?P<component>\w+)\.py\.(?P<stamp>\d{8}-\d{6})(?:-(?P<n>\d+))?$")
 # what a skeleton's method raises until the learner writes it: `TODO: Implement attention.forward — ...`
 TODO_RE = re.compile(r"TODO: Implement\s+([A-Za-z_]\w*)\.([A-Za-z_]\w*)")
+# ... and, at its end, the reference to read: `Reference: `nanogpt show reference:rotary.apply``
+REFERENCE_TAIL_RE = re.compile(r"\s*Reference:.*$")
 
 
 def student_dir() -> Path:
-    """The folder the learner edits: `$NANOGPT_STUDENT_DIR`, or the installed `nanogpt_impls/student`."""
-    override = os.environ.get(STUDENT_DIR_ENV)
-    if override:
-        return Path(override)
-    return Path(str(importlib.resources.files("nanogpt_impls.student")))
+    """The folder the learner edits (see the module docstring); a WorkspaceError saying how to make one when there
+    is none (installed from a wheel, outside any workspace)."""
+    return locate_student_set().require()
+
+
+def without_reference_tail(todo: str) -> str:
+    """A skeleton's TODO text without its `Reference: ...` ending (panels and tables show the reference apart)."""
+    return REFERENCE_TAIL_RE.sub("", todo)
 
 
 def student_file(component: str, directory: Path | None = None) -> Path:
@@ -245,3 +266,124 @@ def write_pristine_dir(directory: Path) -> Path:
     for component in COMPONENT_NAMES:
         write_text_atomic(directory / f"{component}.py", pristine_text(component))
     return directory
+
+
+# --- a new workspace: `nanogpt init` -------------------------------------------------------------------------------
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("nanogpt")
+    except importlib.metadata.PackageNotFoundError:  # imported from a folder that was never installed
+        return "unknown"
+
+
+def marker_text() -> str:
+    """The `nanogpt.toml` that makes a folder a workspace (read by `workspace_location.read_marker`)."""
+    return (f"# A nanogpt workspace: every `nanogpt` command run in this folder, or in a folder below it, uses the\n"
+            f"# component files named here as the `student` set (`nanogpt status`, `nanogpt train --use "
+            f"student:rotary`).\n"
+            f"[workspace]\n"
+            f"# the folder of your component files (norm.py, rotary.py, ...), relative to this file\n"
+            f"student = \".\"\n"
+            f"# the nanogpt whose skeletons this folder started from (`nanogpt reset` restores those of the one "
+            f"installed)\n"
+            f"created-with = \"nanogpt {_version()}\"\n")
+
+
+def readme_text() -> str:
+    """The workspace's README: what the files are and the loop, in a screenful."""
+    files = "\n".join(f"- `{c}.py` — {BY_NAME[c].summary}" for c in COMPONENT_NAMES)
+    return f"""# My GPT: a nanogpt workspace
+
+This folder is your implementation set `student`: one file per component, each method raising
+`NotImplementedError("TODO: ...")` until you write it. `{MARKER_NAME}` makes every `nanogpt` command run here (or in
+a folder below) use these files; everything you have not written yet comes from the reference implementation.
+
+{files}
+
+## The loop: run, read the message, implement, run again
+
+```bash
+nanogpt status                         # where you stand, and the command to run next
+nanogpt train --use student:gpt        # stops at your first TODO: a panel with your file and line, the contract
+nanogpt show reference:gpt.__init__    # the reference method the panel names, to read beside yours
+nanogpt hint                           # or a hint, one level at a time (the idea, the torch API, the shapes)
+nanogpt check student:gpt              # the contract checks, each with its numbers
+nanogpt compare --use student:gpt      # equal to the reference? if not, the cause, first
+nanogpt diff student:gpt               # what you wrote, against the skeleton (or --against reference)
+nanogpt reset student:gpt              # back to the skeleton; your file is kept in .backups/
+```
+
+Write each method in your own words, delete its `raise NotImplementedError`, and run the same command again. When
+every component matches the reference, `nanogpt train --use student` trains your whole GPT. The tutorial, with
+every command and what it prints, is `docs/tutorial.md` in nanogpt's repository.
+"""
+
+
+GITIGNORE = "__pycache__/\n.backups/\n.hints.json\n"
+
+
+@dataclass(frozen=True)
+class InitResult:
+    directory: Path
+    written: list[Path]  # the files made, in the order a listing shows them
+
+
+def workspace_files() -> dict[str, str]:
+    """{file name: text} of a new workspace: the skeletons, the README, `.gitignore` and the marker."""
+    files = {f"{component}.py": pristine_text(component) for component in COMPONENT_NAMES}
+    files.update({"README.md": readme_text(), ".gitignore": GITIGNORE, MARKER_NAME: marker_text()})
+    return files
+
+
+def _ordinary_permissions(folder: Path | None, files: list[Path]) -> None:
+    """The permissions an editor would give them (the umask's), not the private ones of a temporary file."""
+    umask = os.umask(0)
+    os.umask(umask)
+    if folder is not None:
+        os.chmod(folder, 0o777 & ~umask)
+    for path in files:
+        os.chmod(path, 0o666 & ~umask)
+
+
+def init_workspace(directory: Path | str = DEFAULT_WORKSPACE) -> InitResult:
+    """Make `directory` a new workspace; refuse (a WorkspaceError, nothing written) if that would overwrite a file.
+
+    A folder that does not exist yet is built beside it under a temporary name and renamed into place, so a failure
+    half-way never leaves half a workspace; into an existing folder (empty, or holding other files) each file is
+    written atomically, the marker last, so the folder is a workspace only once all of it is there."""
+    directory = Path(directory)
+    files = workspace_files()
+    if directory.exists() and not directory.is_dir():
+        raise WorkspaceError(f"{display_path(directory)} is a file, not a folder; choose another name for the "
+                             f"workspace (`nanogpt init my-gpt`).")
+    if (directory / MARKER_NAME).exists():
+        raise WorkspaceError(f"{display_path(directory)} is already a nanogpt workspace ({MARKER_NAME} is there); "
+                             f"work in it (`cd {display_path(directory)}` and `nanogpt status`), or run `nanogpt "
+                             f"init` with another folder.")
+    taken = [name for name in files if name != ".gitignore" and (directory / name).exists()]
+    if taken:
+        raise WorkspaceError(f"{display_path(directory)} already has {', '.join(taken)}; `nanogpt init` never "
+                             f"overwrites a file: choose a new or empty folder (`nanogpt init my-gpt`).")
+    if not directory.exists():
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{directory.name}.", dir=directory.parent))
+        try:
+            for name, text in files.items():
+                write_text_atomic(staging / name, text)
+            _ordinary_permissions(staging, [staging / name for name in files])
+            os.rename(staging, directory)  # a non-empty folder of that name made meanwhile: refused, nothing lost
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        fsync_dir(directory.parent)
+        written = [directory / name for name in files]
+    else:
+        written = []
+        for name, text in files.items():  # the marker is last in `files`
+            if name == ".gitignore" and (directory / name).exists():
+                continue  # the learner's own .gitignore stays as it is
+            written.append(write_text_atomic(directory / name, text))
+        _ordinary_permissions(None, written)
+    return InitResult(directory, written)

@@ -3,12 +3,15 @@
 A learner's file is half-written most of the time: a syntax error, a name not defined yet. Imported the plain way,
 one such file would make the whole implementation set (and with it the registry, and every command) fail. Here:
 
-- `import_component("nanogpt_impls.student.attention", "attention")` imports the file's entry (the class or
-  function the contract names, `CausalSelfAttention`); on any failure it returns a placeholder that satisfies the
-  contract's members and raises a one-line `ComponentImportError` naming the file when the component is used;
-- `load_set_from_dir("mine", folder)` registers `folder/<component>.py` files as an implementation set of their own
-  (each under a private module name, so it never collides with an installed package). Register the plugin it
-  returns with `nanogpt_core.model.registry.register_plugin(plugin, name=...)`.
+- `load_component_files(folder)` imports `folder/<component>.py` for every component (each under a private module
+  name, so a workspace never collides with an installed package) and returns {component: its entry, the class or
+  function the contract names}; a file that does not import, or lacks a member the contract needs, gives a
+  placeholder that satisfies the contract's members and raises a one-line `ComponentImportError` naming the file
+  (as it is on disk, relative to the current folder when under it) when the component is used. The student set is
+  loaded this way from its workspace (`impls/student/__init__.py`, `model/workspace_location.py`);
+- `load_set_from_dir("mine", folder)` registers such files as an implementation set of their own. Register the
+  plugin it returns with `nanogpt_core.model.registry.register_plugin(plugin, name=...)`;
+- `import_component("some_package.attention", "attention")` does the same for a module of an installed package.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from nanogpt_core.errors import ComponentImportError
+from nanogpt_core.files import display_path
 from nanogpt_core.model.contracts import BY_NAME, COMPONENT_NAMES, missing_members
 from nanogpt_core.model.hookspecs import hookimpl
 
@@ -71,7 +75,11 @@ def _checked(component: str, module: Any, where: str) -> Any:
 def import_component(module_name: str, component: str) -> Any:
     """Import the entry of `component` from `module_name`; on any failure, a placeholder that explains it when the
     component is used."""
-    where = module_name.replace("nanogpt_impls.", "impls/").replace(".", "/") + ".py"
+    try:
+        spec = importlib.util.find_spec(module_name)
+    except (ImportError, ValueError):  # a parent package that does not import
+        spec = None
+    where = display_path(spec.origin) if spec is not None and spec.origin else f"module {module_name}"
     try:
         module = importlib.import_module(module_name)
     except (Exception, SystemExit) as exc:  # sys.exit() at import is that file's failure, not the program's end
@@ -79,22 +87,35 @@ def import_component(module_name: str, component: str) -> Any:
     return _checked(component, module, where)
 
 
-def load_set_from_dir(impl_set: str, directory: Path, components: list[str] | None = None) -> object:
-    """A plugin registering `<directory>/<component>.py` files as implementation set `impl_set`."""
+def load_component_files(directory: Path, impl_set: str = "student",
+                         components: list[str] | None = None) -> dict[str, Any]:
+    """{component: implementation} of `<directory>/<component>.py`, each file imported on its own (see above)."""
+    directory = Path(directory).resolve()
+    digest = hashlib.sha1(str(directory).encode()).hexdigest()[:8]
     loaded: dict[str, Any] = {}
-    digest = hashlib.sha1(str(Path(directory).resolve()).encode()).hexdigest()[:8]
     for component in components or list(COMPONENT_NAMES):
-        path = Path(directory) / f"{component}.py"
+        path = directory / f"{component}.py"
         module_name = f"_nanogpt_{impl_set}_{digest}_{component}".replace("-", "_")
+        where = display_path(path)
         try:
             spec = importlib.util.spec_from_file_location(module_name, path)
             module = importlib.util.module_from_spec(spec)
             sys.modules[module_name] = module  # dataclasses and pickling look modules up by name
             spec.loader.exec_module(module)
         except (Exception, SystemExit) as exc:
-            loaded[component] = _placeholder(component, str(path), _problem(exc))
+            if isinstance(exc, FileNotFoundError) and not path.exists():
+                problem = "the file is missing"
+            else:
+                problem = _problem(exc)
+            loaded[component] = _placeholder(component, where, problem)
         else:
-            loaded[component] = _checked(component, module, str(path))
+            loaded[component] = _checked(component, module, where)
+    return loaded
+
+
+def load_set_from_dir(impl_set: str, directory: Path, components: list[str] | None = None) -> object:
+    """A plugin registering `<directory>/<component>.py` files as implementation set `impl_set`."""
+    loaded = load_component_files(directory, impl_set, components)
 
     class DirectoryPlugin:
         @hookimpl

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 from nanogpt_core.errors import UseSpecError
 from nanogpt_core.model.contracts import COMPONENT_NAMES
-from nanogpt_core.model.registry import REFERENCE_SET, implementation_sets, registrations
+from nanogpt_core.model.registry import REFERENCE_SET, STUDENT_SET, implementation_sets, registrations
+from nanogpt_core.model.workspace_location import locate_student_set
 
 DEFAULT_SET = REFERENCE_SET  # what a component not named in a spec comes from
 UseSpec = str | Mapping[str, str] | None
@@ -61,8 +62,11 @@ def parse_targets(spec: str, what: str = "--use") -> list[Target]:
 
 
 def known_set(impl_set: str) -> str:
-    """`impl_set`, or the one message for a set nobody registered."""
+    """`impl_set`, or the one message for a set nobody registered (for `student` outside a workspace: how to make
+    one)."""
     sets = implementation_sets()
+    if impl_set == STUDENT_SET and impl_set not in sets:
+        locate_student_set().require()
     if impl_set not in sets:
         raise UseSpecError(f"unknown implementation set {impl_set!r}; available: {', '.join(sets)}.")
     return impl_set

@@ -186,7 +186,7 @@ class Plan:
     lines: list[str] = field(default_factory=list)
 
 
-def plan_run(settings: TrainSettings, unique_tokens: int, vocab_size: int, device: torch.device,
+def plan_run(settings: TrainSettings, unique_tokens: float, vocab_size: int, device: torch.device,
              time_left_s: float, copies: int = 1) -> Plan:
     """The settings that should reach the lowest validation loss in `time_left_s` seconds on `unique_tokens` tokens
     of training text (see the module docstring). `settings` is left unchanged; `Plan.settings` is the run's."""
@@ -238,7 +238,7 @@ def _config_at(settings: TrainSettings, depth: int, vocab_size: int) -> GPTConfi
         return None
 
 
-def _fill_candidate(c: Candidate, settings: TrainSettings, fixed: set[str], unique_tokens: int,
+def _fill_candidate(c: Candidate, settings: TrainSettings, fixed: set[str], unique_tokens: float,
                     time_left_s: float) -> None:
     """The batch, steps and tokens this candidate gets in the time left, and the loss the rule expects of them."""
     micro_tokens = settings.device_batch_size * settings.max_seq_len
@@ -281,17 +281,17 @@ def _compiles_by_default(device: torch.device, settings: TrainSettings, time_lef
     return device.type == "cuda" or (device.type == "cpu" and shutil.which("g++") is not None)
 
 
-def _explain(candidates: Sequence[Candidate], best: Candidate, unique_tokens: int, time_left_s: float,
+def _explain(candidates: Sequence[Candidate], best: Candidate, unique_tokens: float, time_left_s: float,
              measured_s: float, planned: TrainSettings, fixed: set[str], device: torch.device) -> list[str]:
     precision = "bf16" if planned.bf16 else "fp32"
     lines = [f"Budget: {_duration(time_left_s)} left for training; measured {len(candidates)} model size(s) on this "
              f"{device.type} in {measured_s:.1f} s ({precision}, eager); the training text is "
-             f"{unique_tokens:,} tokens."]
+             f"{_corpus_size(unique_tokens)}."]
     for c in candidates:
         mark = "  <- chosen" if c is best else ""
         lines.append(f"Budget:   depth {c.depth}: {c.params / 1e6:5.2f}M params, {1000 * c.step_s:6.0f} ms/step -> "
                      f"{c.steps:,} steps x {c.accum * planned.device_batch_size * planned.max_seq_len:,} tokens = "
-                     f"{c.tokens / 1e6:.2f}M tokens ({c.tokens / unique_tokens:.1f} epochs), expected loss "
+                     f"{c.tokens / 1e6:.2f}M tokens ({_epochs(c.tokens, unique_tokens)}), expected loss "
                      f"{c.loss:.3f}{mark}")
     why = "given" if "depth" in fixed else "the lowest expected loss"
     extras = [f"compile {'on' if planned.compile else 'off'}", f"bf16 {'on' if planned.bf16 else 'off'}",
@@ -300,6 +300,14 @@ def _explain(candidates: Sequence[Candidate], best: Candidate, unique_tokens: in
                  f"{planned.total_batch_size:,} tokens; {', '.join(extras)}. The steps are re-planned from the "
                  f"run's own step times while the learning rate is flat.")
     return lines
+
+
+def _corpus_size(unique_tokens: float) -> str:
+    return f"{unique_tokens:,} tokens" if math.isfinite(unique_tokens) else "streamed (taken to be never repeated)"
+
+
+def _epochs(tokens: float, unique_tokens: float) -> str:
+    return f"{tokens / unique_tokens:.1f} epochs" if math.isfinite(unique_tokens) else "streamed"
 
 
 def _duration(seconds: float) -> str:

@@ -6,7 +6,8 @@ reads it and `process_group` joins the others through torch.distributed (NCCL be
 processes). Everything else follows nanochat's base_train:
 
 - every rank builds the same model from the same seed (and DDP broadcasts rank 0's weights once to be sure);
-- the data loader gives rank r rows r*B .. (r+1)*B-1 of each global batch, so N ranks read what one would;
+- the in-memory data loader gives rank r rows r*B .. (r+1)*B-1 of each global batch, so N ranks read what one
+  would; streamed data is shared out by units instead (rank r reads units r, r+N, ...: `data.stream`);
 - DDP averages the gradients, so every rank steps its optimizers on the same numbers and the weights stay equal
   (Muon's orthogonalisation included: it only ever sees the averaged gradient);
 - the loss and the validation bits per byte are combined over ranks; rank 0 logs, samples and saves.
@@ -22,6 +23,7 @@ import inspect
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -160,6 +162,16 @@ def broadcast_from_main(value: str) -> str:
     box = [value]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def gather_from_ranks(value: Any) -> list[Any]:
+    """Every rank's `value` (small, picklable), in rank order, on every rank: e.g. each rank's position in its
+    own share of streamed data, which rank 0 saves in the checkpoint for all of them."""
+    if not active():
+        return [value]
+    values: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(values, value)
+    return values
 
 
 def mean_over_ranks(value: float, device: torch.device) -> float:

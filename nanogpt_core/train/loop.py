@@ -35,7 +35,6 @@ combined over ranks, and rank 0 alone logs, samples and saves.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import os
@@ -51,9 +50,10 @@ from typing import Any
 
 import torch
 
-from nanogpt_core.data.corpus import load_documents, split_documents
-from nanogpt_core.data.loader import TokenLoader, tokenize_documents
+from nanogpt_core.data.loader import TokenLoader
+from nanogpt_core.data.stream import StreamingLoader
 from nanogpt_core.data.tokenizer import DEFAULT_VOCAB_SIZE, TOKENIZER_DIR, Tokenizer, has_tokenizer, tokenizer_folder
+from nanogpt_core.data.training_data import TrainingData, open_training_data
 from nanogpt_core.device import (
     autocast_context,
     check_bf16,
@@ -91,6 +91,7 @@ from nanogpt_core.train.distributed import (
     broadcast_from_main,
     check_every_parameter_used,
     data_parallel,
+    gather_from_ranks,
     max_over_ranks,
     mean_over_ranks,
     process_group,
@@ -107,6 +108,7 @@ from nanogpt_core.train.settings import (
     TrainResult,
     TrainSettings,
     check_training_memory,
+    eval_steps,
     grad_accum_steps,
     model_config,
     saved_settings,
@@ -185,15 +187,16 @@ class Run:
     run_dir: Path
     log: RunLog
     tokenizer: Tokenizer
-    train_tokens: torch.Tensor
+    train_tokens: torch.Tensor | None  # the training part when it is read into memory; None when streamed
     val_tokens: torch.Tensor
     model: GPT
     optimizers: list[torch.optim.Optimizer]
-    train_loader: TokenLoader
+    train_loader: TokenLoader | StreamingLoader
     accum: int
     resumed_from: Path | None = None
     folder: RunFolder | None = None  # rank 0's lock on the run folder (None on the other ranks)
     config_record: dict[str, Any] | None = None  # config.json, written once the run has something to keep
+    data: TrainingData | None = None
     train_model: torch.nn.Module | None = None  # the model the steps run: compiled and/or DDP-wrapped
     start_step: int = 0
     # counters a checkpoint keeps, so a resumed run continues its smoothing, timing and best bpb
@@ -279,6 +282,7 @@ def train(
                 raise
             raise failure from exc
         finally:
+            run.train_loader.close()  # a streaming loader's tokenizer thread
             run.log.close()
     result.wall_time_s = time.time() - wall_start
     return result
@@ -340,27 +344,38 @@ def _prepare(settings: TrainSettings, ckpt: Checkpoint | None, folder: RunFolder
     random.seed(settings.seed)
     torch.manual_seed(settings.seed)
 
-    docs = load_documents(settings.data)
-    train_docs, val_docs = split_documents(docs)
+    # a resumed run reads its data the way the checkpoint's loader did (in memory or streamed), whatever the size
+    saved_kind = _saved_loader_kind(ckpt, ranks)
+    data = open_training_data(settings.data, stream=settings.stream if ckpt is None else saved_kind == "stream")
     if ckpt is not None:
         tokenizer = load_tokenizer(ckpt)
     else:  # rank 0 trains (or finds) and saves the tokenizer; the others then load the very files it wrote
         if ranks.is_main:
-            tokenizer = _choose_tokenizer(settings, run_dir, train_docs, log, ranks)
+            tokenizer = _choose_tokenizer(settings, run_dir, data, log, ranks)
         barrier()
         if not ranks.is_main:
-            tokenizer = _choose_tokenizer(settings, run_dir, train_docs, log, ranks)
-    train_tokens = tokenize_documents(train_docs, tokenizer)
-    val_tokens = tokenize_documents(val_docs, tokenizer)
-    source = settings.data or "built-in corpus (Python's documentation)"
-    log.note(f"Data: {source}: {len(docs):,} documents, {len(train_tokens):,} train / {len(val_tokens):,} val tokens")
+            tokenizer = _choose_tokenizer(settings, run_dir, data, log, ranks)
+    def make_loader(batch_size: int) -> TokenLoader | StreamingLoader:
+        return data.train_loader(tokenizer, batch_size, settings.max_seq_len, rank=ranks.rank,
+                                 world_size=ranks.world_size, device=device,
+                                 shuffle_seed=settings.seed if settings.shuffle else None)
 
+    train_loader = make_loader(settings.device_batch_size)
     deadline = None
     if settings.time_budget is not None and ckpt is None:  # a resumed run finishes the steps it planned
-        settings, deadline = _plan_budget(settings, len(train_tokens), tokenizer.vocab_size, device, ranks, log,
+        # streamed data is taken to be large enough that a budget run never repeats it
+        unique = len(data.train_tokens) if data.train_tokens is not None else math.inf
+        planned_from = settings
+        settings, deadline = _plan_budget(settings, unique, tokenizer.vocab_size, device, ranks, log,
                                           time.perf_counter() if started is None else started)
         accum = grad_accum_steps(settings.total_batch_size, settings.device_batch_size, settings.max_seq_len,
                                  ranks.world_size)
+        if settings.device_batch_size != planned_from.device_batch_size:
+            train_loader = make_loader(settings.device_batch_size)  # in memory: the same tokens, not re-tokenized
+    n_eval = eval_steps(settings.eval_tokens, settings.device_batch_size, settings.max_seq_len, ranks.world_size)
+    val_tokens = data.val_tokens(tokenizer, n_eval * ranks.world_size * settings.device_batch_size
+                                 * settings.max_seq_len + 1)  # streamed data: read what the evaluations use
+    log.note(f"Data: {data.describe()}")
 
     config = model_config(settings, tokenizer.vocab_size)
     if ckpt is not None and ckpt.config != config:
@@ -373,13 +388,11 @@ def _prepare(settings: TrainSettings, ckpt: Checkpoint | None, folder: RunFolder
         model.init_weights()
         optimizers = model.setup_optimizers(**settings.optimizer_lrs())
     check_optimizer_coverage(model, optimizers)  # a parameter in no group would silently never train
-    train_loader = TokenLoader(train_tokens, settings.device_batch_size, settings.max_seq_len, rank=ranks.rank,
-                               world_size=ranks.world_size, device=device)
-    return Run(settings, ranks, device, run_dir, log, tokenizer, train_tokens, val_tokens, model, optimizers,
-               train_loader, accum, resumed_from, folder=folder, deadline=deadline)
+    return Run(settings, ranks, device, run_dir, log, tokenizer, data.train_tokens, val_tokens, model, optimizers,
+               train_loader, accum, resumed_from, folder=folder, data=data, deadline=deadline)
 
 
-def _plan_budget(settings: TrainSettings, unique_tokens: int, vocab_size: int, device: torch.device, ranks: Ranks,
+def _plan_budget(settings: TrainSettings, unique_tokens: float, vocab_size: int, device: torch.device, ranks: Ranks,
                  log: RunLog, started: float) -> tuple[TrainSettings, Deadline]:
     """--time: rank 0 measures and plans (`train.budget`), every rank trains by its plan, and the Deadline keeps
     the run to the budget counted from `started`."""
@@ -423,11 +436,13 @@ def _has_checkpoint(run_dir: Path) -> bool:
         return False
 
 
-def _choose_tokenizer(settings: TrainSettings, run_dir: Path, train_docs: list[str], log: RunLog,
+def _choose_tokenizer(settings: TrainSettings, run_dir: Path, data: TrainingData, log: RunLog,
                       ranks: Ranks) -> Tokenizer:
-    """--tokenizer DIR, else the run folder's own, else one trained now on the training documents and saved."""
-    if settings.tokenizer:
-        folder = tokenizer_folder(settings.tokenizer)
+    """--tokenizer DIR, else the one pre-tokenized data was made with, else the run folder's own, else one trained
+    now on the training text and saved."""
+    given = settings.tokenizer or data.tokenizer_dir
+    if given:
+        folder = tokenizer_folder(given)
         tokenizer = _tokenizer_of_size(folder, settings.vocab_size, "pass a tokenizer of that size")
         log.note(f"Tokenizer: {folder} (vocab {tokenizer.vocab_size})")
         return tokenizer
@@ -438,7 +453,7 @@ def _choose_tokenizer(settings: TrainSettings, run_dir: Path, train_docs: list[s
         return tokenizer
     vocab_size = settings.vocab_size or DEFAULT_VOCAB_SIZE
     t0 = time.time()
-    tokenizer = Tokenizer.train(train_docs, vocab_size)  # deterministic, so every rank trains the same one
+    tokenizer = Tokenizer.train(data.tokenizer_texts(), vocab_size)  # deterministic: every rank trains the same
     if ranks.is_main:
         tokenizer.save(own)
     log.note(f"Tokenizer: trained {tokenizer.vocab_size} tokens on the training text in {time.time() - t0:.1f}s "
@@ -465,11 +480,11 @@ def _restore(run: Run, ckpt: Checkpoint) -> None:
     for opt, lrs in zip(run.optimizers, initial_lrs):
         for group, lr in zip(opt.param_groups, lrs):
             group["initial_lr"] = lr
-    run.train_loader.load_state_dict(ckpt.state["train_loader"])
+    _restore_loader(run, ckpt.state["train_loader"])
     set_rng_state(ckpt.state["rng"])
     run.loop.update(ckpt.state["loop"])
     run.start_step = ckpt.step
-    if ckpt.state.get("train_tokens_digest") not in (None, _tokens_digest(run.train_tokens)):
+    if ckpt.state.get("train_tokens_digest") not in (None, run.data.digest()):
         run.log.note("Warning: the training tokens differ from the checkpoint's (data or Python version changed); "
                      "the loader position no longer points at the same text.")
     # metrics.jsonl loses what this run writes again, at its first write
@@ -477,8 +492,32 @@ def _restore(run: Run, ckpt: Checkpoint) -> None:
     run.log.note(f"Resuming from {ckpt.path} at step {run.start_step}")
 
 
-def _tokens_digest(tokens: torch.Tensor) -> str:
-    return hashlib.sha256(tokens.numpy().tobytes()).hexdigest()[:16]
+def _loader_state(run: Run) -> dict[str, Any]:
+    """The training loader's state at a step boundary, as a checkpoint keeps it. In memory it is one global
+    position, the same on every rank; streamed, every rank is somewhere else in its own share of the data, so
+    every rank's position is gathered (each rank, not only rank 0, may be the one that saves on Ctrl-C)."""
+    state = run.train_loader.state_dict()
+    if isinstance(run.train_loader, StreamingLoader):
+        return {"kind": state["kind"], "ranks": gather_from_ranks(state)}
+    return state
+
+
+def _saved_loader_kind(ckpt: Checkpoint | None, ranks: Ranks) -> str | None:
+    """How the checkpoint's loader read its data ("stream", else in memory); refused before anything is touched
+    when streamed data was shared out over another number of ranks than this run has."""
+    state = ckpt.state.get("train_loader", {}) if ckpt is not None else {}
+    if state.get("kind") == "stream" and len(state.get("ranks") or []) != ranks.world_size:
+        n = len(state.get("ranks") or [])
+        raise ConfigError(f"the checkpoint streamed its data with {n} process(es), each reading its own share; "
+                          f"resume it with as many (torchrun --nproc_per_node={n}), not {ranks.world_size}.")
+    return state.get("kind")
+
+
+def _restore_loader(run: Run, state: dict[str, Any]) -> None:
+    """The inverse of `_loader_state`: this rank's position back into its loader."""
+    if state.get("kind") == "stream":
+        state = state["ranks"][run.ranks.rank]  # as many as ranks: checked by _saved_loader_kind
+    run.train_loader.load_state_dict(state)
 
 
 def _wrap_for_training(run: Run) -> torch.nn.Module:
@@ -511,7 +550,7 @@ def _evaluate(run: Run) -> float:
     return bpb
 
 
-def _save(run: Run, step: int, train_loader_state: dict[str, int]) -> Path:
+def _save(run: Run, step: int, train_loader_state: dict[str, Any]) -> Path:
     """A checkpoint of the step boundary `step` (rank 0 only), then the loss plot."""
     state = {
         "settings": saved_settings(run.settings),
@@ -519,7 +558,7 @@ def _save(run: Run, step: int, train_loader_state: dict[str, int]) -> Path:
         "val_loader": {"position": 0, "epoch": 0},  # rebuilt at every evaluation, so always at the start
         "rng": rng_state(run.device),
         "loop": run.loop,
-        "train_tokens_digest": _tokens_digest(run.train_tokens),
+        "train_tokens_digest": run.data.digest(),
         "world_size": run.ranks.world_size,
     }
     path = save_checkpoint(run.run_dir, step, run.model, run.optimizers, run.tokenizer, state,
@@ -604,7 +643,7 @@ def _loop(run: Run, stop: _StopRequest, on_step: Callable[[int, dict[str, Any]],
     result = TrainResult(run.run_dir, None, run.start_step, loop["val_bpb"], loop["first_val_bpb"],
                          num_params=run.model.num_params())
     step = run.start_step
-    boundary_loader_state = run.train_loader.state_dict()
+    boundary_loader_state = _loader_state(run)
     in_update = [False]
     log.start(run.start_step)
     stop.deferring = True  # from here a signal stops at the next step boundary, with a checkpoint
@@ -647,7 +686,7 @@ def _loop(run: Run, stop: _StopRequest, on_step: Callable[[int, dict[str, Any]],
                 log.step(record)
                 _keep(run)  # a step taken: the folder's metrics are worth keeping even without a checkpoint
                 step += 1
-                boundary_loader_state = run.train_loader.state_dict()
+                boundary_loader_state = _loader_state(run)
                 if on_step is not None:
                     on_step(step - 1, record)
     except KeyboardInterrupt as exc:

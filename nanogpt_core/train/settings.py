@@ -72,6 +72,8 @@ class TrainSettings:
     inspect_prompt: str | None = None  # None: nanogpt_core.inspection.report.DEFAULT_PROMPT
     # where and how
     data: str | None = None
+    stream: bool | None = None  # read the data piece by piece (True) or into memory (False); None: stream above 64 MB
+    shuffle: bool = True  # documents in a seeded new order every epoch (benchmarks/data_order.py measures why)
     tokenizer: str | None = None
     out: str | None = None
     device: str = "auto"
@@ -97,7 +99,8 @@ class TrainSettings:
 
 
 # Settings a resumed run must share with its checkpoint: they fix the weights' shapes or the data the loader indexes.
-RESUME_FIXED = ("depth", "max_seq_len", "n_embd", "n_head", "n_kv_head", "vocab_size", "data", "tokenizer")
+RESUME_FIXED = ("depth", "max_seq_len", "n_embd", "n_head", "n_kv_head", "vocab_size", "data", "tokenizer", "stream",
+                "shuffle")
 PATH_SETTINGS = ("data", "tokenizer", "out")
 
 
