@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
-from nanogpt_core.checks.tolerance import frobenius_error, newton_schulz
+from nanogpt_core.checks.tolerance import frobenius_error, least_squares, newton_schulz
 
 PROBE_STEPS = 5
 TINY, ZERO = 1, 2  # entry roles; 0 is a regular N(0, 1) gradient
@@ -108,7 +108,7 @@ def _explained(u: torch.Tensor, columns: list[torch.Tensor]) -> float:
     cosine similarity when there is one column."""
     a = torch.stack([c.double().flatten() for c in columns], dim=1)
     target = u.double().flatten()[:, None]
-    fit = a @ torch.linalg.lstsq(a, target).solution
+    fit = a @ least_squares(a, target)
     return (fit.norm() / target.norm().clamp_min(1e-300)).item()
 
 
@@ -157,7 +157,7 @@ class UpdateProfile:
 
 def _lstsq(columns: list[torch.Tensor], target: torch.Tensor) -> list[float]:
     a = torch.stack([c.double().flatten() for c in columns], dim=1)
-    return torch.linalg.lstsq(a, target.double().flatten()[:, None]).solution.flatten().tolist()
+    return least_squares(a, target.double().flatten()[:, None]).flatten().tolist()
 
 
 def fit_profile(trace: UpdateTrace, name: str, kind: str | None = None, with_history: bool = True) -> UpdateProfile:

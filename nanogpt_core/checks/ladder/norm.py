@@ -22,7 +22,7 @@ from nanogpt_core.checks.modules import (
     result,
 )
 from nanogpt_core.checks.result import CheckResult
-from nanogpt_core.checks.tolerance import rel_error
+from nanogpt_core.checks.tolerance import least_squares, rel_error
 
 
 def _rms(x: torch.Tensor) -> torch.Tensor:
@@ -77,7 +77,7 @@ def statistic(b: Bench) -> CheckResult:
     if err <= NORMALISED_TOLERANCE or parallel < 1 - 1e-6:
         return result("divides by the RMS", True, f"divides each vector by its RMS (within {err:.1e})", numbers)
     logs = torch.stack([_rms(x).log(), torch.ones_like(d)], 1)
-    p, log_c = torch.linalg.lstsq(logs, d.log()[:, None]).solution.flatten().tolist()
+    p, log_c = least_squares(logs, d.log()[:, None]).flatten().tolist()
     numbers.update(exponent=p, factor=math.exp(log_c))
     C = b.config.n_embd
     named = {"mean(|x|)": x.double().abs().mean(-1), "max(|x|)": x.double().abs().amax(-1),
