@@ -16,14 +16,14 @@ from nanogpt_cli.main import cli
 from nanogpt_core.errors import ConfigError
 from nanogpt_core.train import budget
 from nanogpt_core.train.budget import (
-    REPEAT_DECAY,
     Candidate,
     Deadline,
     batch_accumulation,
-    effective_tokens,
-    expected_loss,
+    misfit,
     parse_duration,
     plan_run,
+    target_tokens,
+    vocab_for_text,
 )
 from nanogpt_core.train.loop import train
 from nanogpt_core.train.run_log import read_metrics
@@ -59,26 +59,22 @@ def test_time_and_num_iterations_together_are_refused():
 # --- the rule, by hand -----------------------------------------------------------------------------------------
 
 
-def test_effective_tokens_count_the_first_pass_fully_and_repeats_less():
-    assert effective_tokens(50, 100) == 50 and effective_tokens(100, 100) == 100
-    one_repeat = 100 + 100 * REPEAT_DECAY * (1 - math.exp(-1 / REPEAT_DECAY))  # Muennighoff et al.'s D'
-    assert effective_tokens(200, 100) == pytest.approx(one_repeat)
-    assert 190 < one_repeat < 200  # a second pass is worth almost a fresh one ...
-    assert effective_tokens(100_000, 100) - effective_tokens(99_900, 100) < 1e-6  # ... a thousandth nothing
-    assert effective_tokens(1e9, 100) == pytest.approx(100 * (1 + REPEAT_DECAY))  # the limit, U (1 + R*)
+def test_a_model_should_see_twenty_tokens_a_parameter_but_a_small_text_no_more_than_three_times():
+    assert target_tokens(1e6, math.inf) == 20e6  # streamed data: nanochat's ratio
+    assert target_tokens(1e6, 300_000) == 900_000  # tinyshakespeare-sized: three passes
+    assert misfit(900_000, 1e6, 300_000) == 0
+    assert misfit(1_800_000, 1e6, 300_000) == pytest.approx(math.log(2)) == pytest.approx(misfit(450_000, 1e6, 300_000))
+    assert misfit(0, 1e6, 300_000) == math.inf
 
 
-def test_expected_loss_falls_with_parameters_and_tokens_and_repeats_are_worth_less():
-    assert expected_loss(2e6, 1e6, 1e9) < expected_loss(1e6, 1e6, 1e9)
-    assert expected_loss(1e6, 2e6, 1e9) < expected_loss(1e6, 1e6, 1e9)
-    assert expected_loss(1e6, 1e7, 1e6) > expected_loss(1e6, 1e7, 1e7)  # ten passes over a small corpus
-    assert expected_loss(0, 1e6, 1e6) == math.inf
+@pytest.mark.parametrize("chars, vocab", [(1_003_854, 1024), (100e6, 8192), (1e12, 65536), (1000, 512)])
+def test_the_vocabulary_is_about_the_square_root_of_the_characters(chars, vocab):
+    assert vocab_for_text(chars) == vocab
 
 
-def test_the_batch_grows_until_the_optimizer_is_a_small_share_of_the_step():
-    assert batch_accumulation(micro_s=0.1, optimizer_s=0.001, micro_tokens=1024) == 2  # 2048 tokens at least
-    # an optimizer step as long as a micro-step: 0.1 / (4 x 0.1 + 0.1) = 20% is too much, 0.1 / 0.9 = 11% is not
-    assert batch_accumulation(micro_s=0.1, optimizer_s=0.1, micro_tokens=1024) == 8
+def test_a_step_is_4096_tokens_of_micro_batches():
+    assert batch_accumulation(micro_tokens=1024) == 4 and batch_accumulation(micro_tokens=4096) == 1
+    assert batch_accumulation(micro_tokens=3000) == 2  # at least 4,096
 
 
 # --- the plan ----------------------------------------------------------------------------------------------------
@@ -98,12 +94,13 @@ def fake_measurements(monkeypatch, seconds_per_param: float = 1e-7) -> list[int]
     return measured
 
 
-def test_the_plan_picks_the_candidate_the_rule_expects_lowest(monkeypatch):
+def test_the_plan_picks_the_candidate_closest_to_its_target(monkeypatch):
     measured = fake_measurements(monkeypatch)
     settings = TrainSettings(time_budget=300)
     plan = plan_run(settings, unique_tokens=300_000, vocab_size=4096, device=torch.device("cpu"), time_left_s=300)
-    losses = {c.depth: expected_loss(c.params, c.tokens, 300_000) for c in plan.candidates}
-    assert plan.chosen.depth == min(losses, key=losses.get) and plan.settings.depth == plan.chosen.depth
+    misfits = {c.depth: misfit(c.tokens, c.params, 300_000) for c in plan.candidates
+               if c.steps >= budget.MIN_STEPS or c is plan.candidates[0]}  # fewer steps are too few to learn in
+    assert plan.chosen.depth == min(misfits, key=misfits.get) and plan.settings.depth == plan.chosen.depth
     assert len(measured) >= 2 and measured == sorted(measured)  # smallest first
     assert max(measured) > plan.chosen.depth  # it measured one past the best, then stopped
     s = plan.settings

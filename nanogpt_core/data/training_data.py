@@ -160,6 +160,18 @@ class TrainingData:
         self.num_val_tokens = len(tokens)
         return tokens
 
+    def train_chars(self) -> float:
+        """About how many characters the training part holds (a --time run sizes its tokenizer by it): counted in
+        memory; streamed, the files' bytes, a unit range its share of them (compressed parquet says less than it
+        holds, which only errs toward a smaller vocabulary)."""
+        if self.mode == MEMORY:
+            return float(sum(len(doc) for doc in self._documents[0]))
+        total = 0.0
+        for piece in self._parts[0]:
+            size = piece.reader.path.stat().st_size
+            total += size if piece.units is None else size * len(piece.units) / max(1, piece.reader.num_units())
+        return total
+
     # --- what the run says about its data --------------------------------------------------------------------------
 
     def describe(self) -> str:

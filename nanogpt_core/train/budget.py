@@ -5,11 +5,12 @@ What is best depends on the machine and on the data, so the run finds out both b
 1. **measure**: each candidate model size (nanochat's depths, smallest first) takes a few micro-steps and an
    optimizer step on this machine, now, in the precision the run will use (a throwaway copy; the run's own random
    numbers are left untouched);
-2. **choose**: every candidate's step time says how many tokens it can train on in the time left; the scaling rule
-   `expected_loss` turns (parameters, tokens, repeats of the training data) into the loss to expect, and the
-   lowest wins. More parameters learn more from each token but see fewer of them; on a small corpus the tokens
-   past the first few epochs are repeats, worth less and less (`effective_tokens`), so a small corpus is not
-   trained to death by a model too small for the time, nor under-trained by one too big;
+2. **choose**: every candidate's step time says how many tokens it can train on in the time left. Each size has
+   a target (`target_tokens`): 20 tokens per parameter (nanochat's ratio), but no more than 3 passes over the
+   training text, past which a model learns a small text by heart (measured on tinyshakespeare). The size whose
+   budget lands closest to its target wins, so a small corpus gets a model big enough to use the time without
+   repeating the text too often, and a large one the model the time can train well. A tokenizer the run trains
+   itself gets a vocabulary of about sqrt(characters) (`vocab_for_text`: 1,024 for tinyshakespeare);
 3. **keep to it**: the step count is planned from the measured speed, then re-planned from the run's own step
    times (`Deadline`) while the learning rate is still flat, so a machine that turns out faster (compiled code) or
    slower (someone else's job) still ends on time: the warm-down and the last evaluation land before the budget
@@ -18,7 +19,7 @@ What is best depends on the machine and on the data, so the run finds out both b
 Every choice the user did not make on the command line is the plan's (`PLANNED`); flags given are kept
 (`--depth 4 --time 5m` picks the steps and batch for depth 4). The choice and its reasons are printed, lines
 starting with "Budget:". benchmarks/time_to_quality.py measures what the plan reaches on tinyshakespeare against
-today's defaults; benchmarks/budget_rule.py is where the rule's constants come from.
+today's defaults; benchmarks/budget_grid.json holds the runs its constants come from.
 """
 
 from __future__ import annotations
@@ -43,8 +44,13 @@ from nanogpt_core.train.schedule import lr_multiplier
 from nanogpt_core.train.settings import MIN_BUDGET_S, TrainSettings, eval_steps, model_config
 
 # What a plan chooses unless the command line fixed it
-PLANNED = ("depth", "device_batch_size", "total_batch_size", "num_iterations", "eval_every", "compile", "bf16")
+PLANNED = ("vocab_size", "depth", "device_batch_size", "total_batch_size", "num_iterations", "eval_every", "compile",
+           "bf16", "warmdown_ratio")
 MAX_DEPTH = 12
+# The share of the steps the learning rate decays over. Longer than nanochat's 0.2 (its runs see each token once):
+# over 3 passes of tinyshakespeare at depth 4, 0.2 gave 2.111 bits per byte held out, 0.5 2.083
+# (benchmarks/budget_grid.json).
+WARMDOWN_RATIO = 0.5
 CANDIDATE_STEPS = 3  # timed micro-steps of each candidate, after one warm-up
 GENERATED_TOKENS = 4  # timed to price the samples printed at the end
 END_FIXED_S = 2.0  # the last checkpoint and loss.png (matplotlib's first import), measured ~1-1.5 s on 2 CPU cores
@@ -74,33 +80,46 @@ def parse_duration(text: str) -> float:
     return total
 
 
-# --- the scaling rule ------------------------------------------------------------------------------------------
+# --- the rule ----------------------------------------------------------------------------------------------------
 
-# L(N, D) = E + A / N**ALPHA + B / D'**BETA in nats per token, Chinchilla's form (Hoffmann et al. 2022), with D' the
-# effective tokens of D tokens drawn from U unique ones (Muennighoff et al. 2023). The constants were fitted by
-# benchmarks/budget_rule.py to held-out losses of nanogpt runs on tinyshakespeare (depths 2-6, 0.5-6M tokens, the
-# 4096-token tokenizer) on a 2-core CPU; Chinchilla's own constants, fitted at 70M-16B parameters, put the optimum
-# for a five-minute CPU run at a model of a few thousand parameters, far below what measurably does best here.
-RULE_E, RULE_A, RULE_ALPHA, RULE_B, RULE_BETA = 1.69, 406.4, 0.34, 410.7, 0.28
-REPEAT_DECAY = 15.4  # R*_D: repeats of the data beyond which more repeats add almost nothing (Muennighoff et al.)
-
-
-def effective_tokens(tokens: float, unique: float) -> float:
-    """What `tokens` drawn from a corpus of `unique` tokens are worth: the first pass counts in full, each repeat a
-    little less, `U + U R* (1 - exp(-R / R*))` with R = tokens / unique - 1 repeats."""
-    if tokens <= unique or unique <= 0:
-        return tokens
-    repeats = tokens / unique - 1
-    return unique + unique * REPEAT_DECAY * (1 - math.exp(-repeats / REPEAT_DECAY))
+# Each model size has a number of tokens it should see: TOKENS_PER_PARAM per parameter (nanochat's data:param ratio,
+# Chinchilla's compute-optimal 20), but never more than BEST_EPOCHS passes over a corpus too small for that. On
+# tinyshakespeare's first 90% (2 CPU cores, depth 4, batch 4,096, scored on the held-out last 10%;
+# benchmarks/budget_grid.json) 2, 3 and 5 passes gave 2.185, 2.159 and 2.205 bits per byte: past ~3 passes the
+# model learns the text by heart. A model that trains on more tokens than that only overfits; one that trains on
+# fewer is under-trained. Among model sizes of equal passes the size mattered little (depth 4 and 6 at 3 passes:
+# 2.159 and 2.155), so the plan takes the size whose budget comes closest (in ratio) to its target, ties to the
+# larger one, and fills the budget with it.
+TOKENS_PER_PARAM = 20.0
+BEST_EPOCHS = 3.0
 
 
-def expected_loss(params: float, tokens: float, unique: float) -> float:
-    """The validation loss (nats per token) to expect from a model of `params` parameters (all but the token
-    embedding, a lookup) trained on `tokens` tokens of a corpus of `unique` tokens."""
+def target_tokens(params: float, unique: float) -> float:
+    """The tokens a model of `params` parameters (all but the token embedding) should train on, from a training
+    text of `unique` tokens (math.inf for streamed data, taken never to repeat)."""
+    return min(TOKENS_PER_PARAM * params, BEST_EPOCHS * unique)
+
+
+def misfit(tokens: float, params: float, unique: float) -> float:
+    """How far `tokens` is from the model's target, as |log(tokens / target)|: 0 on target, log 2 at twice or
+    half of it."""
     if params <= 0 or tokens <= 0:
         return math.inf
-    return (RULE_E + RULE_A / params ** RULE_ALPHA
-            + RULE_B / effective_tokens(tokens, unique) ** RULE_BETA)
+    return abs(math.log(tokens / target_tokens(params, unique)))
+
+
+# Vocabulary: a tokenizer the run trains itself gets about sqrt(characters) tokens, a power of two. On the same
+# 1M characters 512, 1,024, 2,048 and 4,096 tokens gave 2.145, 2.111, 2.123 and 2.159 bits per byte at 3 passes:
+# a large vocabulary on a small text has many tokens seen too rarely to learn. nanochat's 65,536 is the ceiling.
+MIN_PLANNED_VOCAB, MAX_PLANNED_VOCAB = 512, 65536
+
+
+def vocab_for_text(chars: float) -> int:
+    """The vocabulary size a --time run's own tokenizer gets for a training text of `chars` characters."""
+    if not chars > 0 or not math.isfinite(chars):
+        return MAX_PLANNED_VOCAB if chars == math.inf else MIN_PLANNED_VOCAB
+    size = 2 ** round(math.log2(math.sqrt(chars)))
+    return int(min(MAX_PLANNED_VOCAB, max(MIN_PLANNED_VOCAB, size)))
 
 
 # --- measuring ---------------------------------------------------------------------------------------------------
@@ -120,7 +139,7 @@ class Candidate:
     accum: int = 1
     steps: int = 0
     tokens: int = 0
-    loss: float = math.inf
+    misfit: float = math.inf  # |log(tokens / target tokens)|: the plan takes the least
 
     @property
     def step_s(self) -> float:
@@ -209,10 +228,12 @@ def plan_run(settings: TrainSettings, unique_tokens: float, vocab_size: int, dev
             candidate = measure_candidate(config, settings, device, bf16)
             _fill_candidate(candidate, settings, fixed, unique_tokens, time_left_s - spent)
             candidates.append(candidate)
-            if best is None or candidate.loss < best.loss:
+            if best is not None and candidate.steps < MIN_STEPS:
+                break  # too few steps to optimise in (and bigger models take fewer)
+            if best is None or candidate.misfit <= best.misfit:
                 best = candidate
-            elif candidate.loss > best.loss and candidate.steps < best.steps / 2:
-                break  # past the optimum: bigger models only get worse from here
+            elif candidate.tokens < target_tokens(candidate.params, unique_tokens):
+                break  # past the best, and under-trained: bigger models only fall further short
     if best is None:
         raise ConfigError("--time: no model size fits this device's memory; try a smaller --device-batch-size.")
     measured_s = time.perf_counter() - started
@@ -222,6 +243,8 @@ def plan_run(settings: TrainSettings, unique_tokens: float, vocab_size: int, dev
     planned.total_batch_size = best.accum * settings.device_batch_size * settings.max_seq_len
     planned.num_iterations = best.steps
     planned.compile, planned.bf16 = compile_, bf16
+    if "warmdown_ratio" not in fixed:
+        planned.warmdown_ratio = WARMDOWN_RATIO
     if "eval_every" not in fixed:
         planned.eval_every = max(1, math.ceil(best.steps / EVALS_PER_RUN))
     lines = _explain(candidates, best, unique_tokens, time_left_s, measured_s, planned, fixed, device)
@@ -245,26 +268,24 @@ def _fill_candidate(c: Candidate, settings: TrainSettings, fixed: set[str], uniq
     if "total_batch_size" in fixed:
         c.accum = max(1, settings.total_batch_size // micro_tokens)
     else:
-        c.accum = batch_accumulation(c.micro_s, c.optimizer_s, micro_tokens)
+        c.accum = batch_accumulation(micro_tokens)
     eval_batches = eval_steps(settings.eval_tokens, settings.device_batch_size, settings.max_seq_len)
     evals_s = (EVALS_PER_RUN + 2) * eval_batches * c.forward_s  # step 0, the spread ones, the last
     c.steps = max(MIN_PLANNED_STEPS, int((time_left_s - evals_s) / c.step_s))
     c.tokens = c.steps * c.accum * micro_tokens
-    c.loss = expected_loss(c.params, c.tokens, unique_tokens)
+    c.misfit = misfit(c.tokens, c.params, unique_tokens)
 
 
-MIN_BATCH_TOKENS = 2048
-MAX_OPTIMIZER_SHARE = 0.15  # of a step: Muon's Newton-Schulz iterations cost the same whatever the batch
+# The batch, in tokens. Measured on tinyshakespeare (depth 4, 3 passes): 4,096 tokens 2.111 bpb, 2,048 2.129; and
+# doubling it to keep Muon's fixed cost a small share of the step halves the steps, which did worse (depth 7 at
+# 8,192 tokens, 121 steps: 2.139; depth 6 at 4,096, 349 steps: 2.079).
+BATCH_TOKENS = 4096
+MIN_STEPS = 250  # a plan gives its model at least this many optimizer steps: bigger models with fewer did worse
 
 
-def batch_accumulation(micro_s: float, optimizer_s: float, micro_tokens: int) -> int:
-    """Micro-batches a step: the fewest that make at least MIN_BATCH_TOKENS and keep the optimizer's step (fixed
-    cost) under MAX_OPTIMIZER_SHARE of the step time. Smaller batches take more steps from the same tokens, which
-    at these sizes learns more per token; past that the optimizer would dominate the step."""
-    accum = max(1, math.ceil(MIN_BATCH_TOKENS / micro_tokens))
-    while optimizer_s > MAX_OPTIMIZER_SHARE * (accum * micro_s + optimizer_s) and accum < 64:
-        accum *= 2
-    return accum
+def batch_accumulation(micro_tokens: int) -> int:
+    """Micro-batches a step: the fewest that make BATCH_TOKENS."""
+    return max(1, math.ceil(BATCH_TOKENS / micro_tokens))
 
 
 def _bf16_by_default(device: torch.device) -> bool:
@@ -291,11 +312,14 @@ def _explain(candidates: Sequence[Candidate], best: Candidate, unique_tokens: fl
         mark = "  <- chosen" if c is best else ""
         lines.append(f"Budget:   depth {c.depth}: {c.params / 1e6:5.2f}M params, {1000 * c.step_s:6.0f} ms/step -> "
                      f"{c.steps:,} steps x {c.accum * planned.device_batch_size * planned.max_seq_len:,} tokens = "
-                     f"{c.tokens / 1e6:.2f}M tokens ({_epochs(c.tokens, unique_tokens)}), expected loss "
-                     f"{c.loss:.3f}{mark}")
-    why = "given" if "depth" in fixed else "the lowest expected loss"
+                     f"{c.tokens / 1e6:.2f}M tokens ({_epochs(c.tokens, unique_tokens)}); its target "
+                     f"{target_tokens(c.params, unique_tokens) / 1e6:.2f}M{mark}")
+    why = "given" if "depth" in fixed else (
+        f"its tokens closest to its target: min({TOKENS_PER_PARAM:g} per parameter, {BEST_EPOCHS:g} passes over the "
+        f"text)")
     extras = [f"compile {'on' if planned.compile else 'off'}", f"bf16 {'on' if planned.bf16 else 'off'}",
-              f"eval every {planned.eval_every} steps"]
+              f"eval every {planned.eval_every} steps",
+              f"warm-down over the last {planned.warmdown_ratio:.0%} of the steps"]
     lines.append(f"Budget: depth {best.depth} ({why}), {planned.num_iterations:,} steps x "
                  f"{planned.total_batch_size:,} tokens; {', '.join(extras)}. The steps are re-planned from the "
                  f"run's own step times while the learning rate is flat.")

@@ -44,7 +44,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +84,7 @@ from nanogpt_core.io.checkpoint import (
 from nanogpt_core.model import trace
 from nanogpt_core.model.assembly import GPT, build_model, check_optimizer_coverage
 from nanogpt_core.train.bpb import validation_bpb
-from nanogpt_core.train.budget import Deadline, plan_run
+from nanogpt_core.train.budget import Deadline, plan_run, vocab_for_text
 from nanogpt_core.train.distributed import (
     Ranks,
     barrier,
@@ -347,6 +347,11 @@ def _prepare(settings: TrainSettings, ckpt: Checkpoint | None, folder: RunFolder
     # a resumed run reads its data the way the checkpoint's loader did (in memory or streamed), whatever the size
     saved_kind = _saved_loader_kind(ckpt, ranks)
     data = open_training_data(settings.data, stream=settings.stream if ckpt is None else saved_kind == "stream")
+    if ckpt is None and settings.time_budget is not None and settings.vocab_size is None \
+            and not (settings.tokenizer or data.tokenizer_dir or has_tokenizer(run_dir / TOKENIZER_DIR)):
+        settings = replace(settings, vocab_size=vocab_for_text(data.train_chars()))  # --time: its own tokenizer
+        log.note(f"Budget: a tokenizer of {settings.vocab_size:,} tokens for ~{data.train_chars():,.0f} characters of "
+                 f"training text (about their square root: a small text has few tokens worth a vocabulary entry).")
     if ckpt is not None:
         tokenizer = load_tokenizer(ckpt)
     else:  # rank 0 trains (or finds) and saves the tokenizer; the others then load the very files it wrote
