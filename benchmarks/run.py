@@ -9,7 +9,10 @@
    fp32 matmul peak (and against the GPU's bf16 peak on CUDA);
 4. memory: peak memory of a train step (CPU: resident set growth in a fresh process; CUDA: max_memory_allocated);
 5. Newton-Schulz dtype: a Muon step on the model's matrices in fp32 vs bf16, and whether the dtype the optimizer
-   setup measured and chose (`nanogpt_core.device.newton_schulz_dtype`) is the faster one.
+   setup measured and chose (`nanogpt_core.device.newton_schulz_dtype`) is the faster one;
+6. precision and compilation: a train step eager in fp32 (today's default), eager under bf16 autocast, and
+   torch.compile'd (inductor, with the system's C++ compiler on a CPU) in fp32 and in bf16 (CPU bf16 only where the
+   CPU has bf16 instructions; `--time` runs compile and use bf16 where this says they help).
 
 Timings interleave the candidates (A, B, A, B, ...) and report medians after warm-up, so a slow spell of the machine
 hits both sides alike.
@@ -34,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from monolithic_gpt import MonolithicGPT  # noqa: E402
 
 from nanogpt_core import GPTConfig, TrainSettings, build_model  # noqa: E402
+from nanogpt_core.device import autocast_context, cpu_has_native_bf16  # noqa: E402
 from nanogpt_impls.reference.optimizer import setup_optimizers  # noqa: E402
 
 VOCAB = 4096
@@ -181,6 +185,41 @@ def bench_newton_schulz(depth: int, repeats: int) -> dict:
             "bf16_ms": med["bfloat16"] * 1e3, "chosen": chosen, "faster": faster, "chose_faster": chosen == faster}
 
 
+def bench_precision_and_compile(depth: int, batch: int, seq: int, repeats: int) -> dict:
+    """A train step (one micro-batch, the optimizers' step) of the same model eager or compiled, fp32 or bf16."""
+    cfg = GPTConfig.from_depth(depth, vocab_size=VOCAB, sequence_len=seq)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    modes = {"eager fp32": (False, False), "eager bf16": (False, True), "compiled fp32": (True, False),
+             "compiled bf16": (True, True)}
+    if device.type == "cpu" and not cpu_has_native_bf16():
+        modes = {name: mode for name, mode in modes.items() if not mode[1]}
+    idx = torch.randint(0, VOCAB, (batch, seq), device=device)
+    steps = {}
+    for name, (compiled, bf16) in modes.items():
+        torch.manual_seed(0)
+        model = build_model(cfg, device=device)
+        model.init_weights()
+        forward = torch.compile(model, dynamic=False) if compiled else model
+        steps[name] = _precision_step(model, forward, model.setup_optimizers(), idx, device, bf16)
+    t0 = time.perf_counter()
+    med = interleaved_medians(steps, repeats=repeats, warmup=2)  # the warm-up compiles
+    base = med["eager fp32"]
+    return {"depth": depth, "batch": batch, "seq": seq, "ms": {name: 1000 * t for name, t in med.items()},
+            "ratio": {name: t / base for name, t in med.items()}, "seconds": time.perf_counter() - t0}
+
+
+def _precision_step(model, forward, optimizers, idx, device, bf16: bool) -> Callable[[], None]:
+    def step() -> None:
+        with autocast_context(device, bf16):
+            loss = forward(idx, idx)
+        loss.backward()
+        for opt in optimizers:
+            opt.step()
+        model.zero_grad(set_to_none=True)
+
+    return step
+
+
 def peak_rss_mb() -> float:
     """This process's resident-set high-water mark. /proc's VmHWM belongs to this program alone; getrusage's maxrss
     would also count the parent's peak from before the exec."""
@@ -218,33 +257,57 @@ def bench_memory(depth: int, batch: int, seq: int) -> dict:
 def markdown(results: dict) -> str:
     lines = [f"Machine: {results['machine']} (torch {results['torch']}).", "",
              "| benchmark | setting | baseline | nanogpt | ratio | goal |", "|---|---|---|---|---|---|"]
-    for r in results["assembly"]:
+    for r in results.get("assembly", []):
         lines.append(f"| assembly overhead (train step) | depth {r['depth']}, B={r['batch']}, T={r['seq']} | "
                      f"{r['monolithic_ms']:.1f} ms monolithic | {r['assembled_ms']:.1f} ms assembled | "
                      f"{r['ratio']:.3f} | <= 1.03 |")
-    k = results["kv_cache"]
-    lines.append(f"| KV cache (generate, greedy) | depth {k['depth']}, {k['prompt']}-token prompt, "
-                 f"{k['new_tokens']} new | {k['recompute_tok_s']:.0f} tok/s recompute | "
-                 f"{k['cached_tok_s']:.0f} tok/s cached | "
-                 f"{k['speedup']:.1f}x (outputs identical: {k['identical']}) | >= 5x |")
-    t = results["throughput"]
-    lines.append(f"| training throughput (demo model) | depth {t['depth']}, B={t['batch']}, T={t['seq']}, "
-                 f"{t['params'] / 1e6:.1f}M params | {t['matmul_peak_gflops']:.0f} GFLOP/s fp32 matmul peak | "
-                 f"{t['tok_s']:.0f} tok/s | MFU {100 * t['mfu_vs_matmul_peak']:.1f}% of measured peak | - |")
-    for n in results["newton_schulz"]:
+    if "kv_cache" in results:
+        k = results["kv_cache"]
+        lines.append(f"| KV cache (generate, greedy) | depth {k['depth']}, {k['prompt']}-token prompt, "
+                     f"{k['new_tokens']} new | {k['recompute_tok_s']:.0f} tok/s recompute | "
+                     f"{k['cached_tok_s']:.0f} tok/s cached | "
+                     f"{k['speedup']:.1f}x (outputs identical: {k['identical']}) | >= 5x |")
+    if "throughput" in results:
+        t = results["throughput"]
+        lines.append(f"| training throughput (demo model) | depth {t['depth']}, B={t['batch']}, T={t['seq']}, "
+                     f"{t['params'] / 1e6:.1f}M params | {t['matmul_peak_gflops']:.0f} GFLOP/s fp32 matmul peak | "
+                     f"{t['tok_s']:.0f} tok/s | MFU {100 * t['mfu_vs_matmul_peak']:.1f}% of measured peak | - |")
+    for p in results.get("precision", []):
+        cells = ", ".join(f"{name} {p['ms'][name]:.0f} ms ({p['ratio'][name]:.2f})" for name in p["ms"]
+                          if name != "eager fp32")
+        lines.append(f"| precision and compile (train step) | depth {p['depth']}, B={p['batch']}, T={p['seq']} | "
+                     f"{p['ms']['eager fp32']:.0f} ms eager fp32 | {cells} | best "
+                     f"{min(p['ratio'].values()):.2f} | - |")
+    for n in results.get("newton_schulz", []):
         lines.append(f"| Newton-Schulz dtype (Muon step) | depth {n['depth']}, {n['matrices']} matrices | "
                      f"{n['fp32_ms']:.1f} ms fp32 | {n['bf16_ms']:.1f} ms bf16 | chose {n['chosen']} "
                      f"(the faster: {n['chose_faster']}) | the faster |")
-    m = results["memory"]
-    lines.append(f"| memory (train step) | depth {m['depth']}, B={m['batch']}, T={m['seq']} | - | "
-                 f"peak RSS {m['peak_rss_mb']:.0f} MB | +{m['train_step_growth_mb']:.0f} MB during steps | - |")
+    if "memory" in results:
+        m = results["memory"]
+        lines.append(f"| memory (train step) | depth {m['depth']}, B={m['batch']}, T={m['seq']} | - | "
+                     f"peak RSS {m['peak_rss_mb']:.0f} MB | +{m['train_step_growth_mb']:.0f} MB during steps | - |")
     return "\n".join(lines)
+
+
+DEMO = TrainSettings()  # the model `nanogpt train` trains with no flags
+SECTIONS: dict[str, Callable[[int, bool], object]] = {
+    "assembly": lambda repeats, quick: [bench_assembly(d, batch=4, seq=256, repeats=repeats) for d in (4, 8)],
+    "kv_cache": lambda repeats, quick: bench_kv_cache(4, prompt_len=64, new_tokens=64 if quick else 256),
+    "throughput": lambda repeats, quick: bench_throughput(DEMO.depth, batch=DEMO.device_batch_size,
+                                                          seq=DEMO.max_seq_len, repeats=repeats),
+    "memory": lambda repeats, quick: bench_memory(4, batch=4, seq=256),
+    "newton_schulz": lambda repeats, quick: [bench_newton_schulz(d, repeats) for d in (DEMO.depth, 4)],
+    "precision": lambda repeats, quick: [bench_precision_and_compile(d, batch=b, seq=256, repeats=repeats)
+                                         for d, b in ((DEMO.depth, DEMO.device_batch_size), (4, 8))],
+}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run, not for the README)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results.json"))
+    parser.add_argument("--only", help="comma-separated sections to rerun (" + ", ".join(SECTIONS) + "); the "
+                        "others keep their figures in --out")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
@@ -252,14 +315,14 @@ def main() -> None:
         return
     repeats = 3 if args.quick else 9
     started = time.perf_counter()
-    results = {"machine": machine_name(), "torch": torch.__version__, "repeats": repeats}
-    results["assembly"] = [bench_assembly(d, batch=4, seq=256, repeats=repeats) for d in (4, 8)]
-    results["kv_cache"] = bench_kv_cache(4, prompt_len=64, new_tokens=64 if args.quick else 256)
-    demo = TrainSettings()  # the model `nanogpt train` trains with no flags
-    results["throughput"] = bench_throughput(demo.depth, batch=demo.device_batch_size, seq=demo.max_seq_len,
-                                             repeats=repeats)
-    results["memory"] = bench_memory(4, batch=4, seq=256)
-    results["newton_schulz"] = [bench_newton_schulz(d, repeats) for d in (demo.depth, 4)]
+    only = args.only.split(",") if args.only else list(SECTIONS)
+    unknown = sorted(set(only) - set(SECTIONS))
+    if unknown:
+        parser.error(f"unknown sections {unknown}; choose from {', '.join(SECTIONS)}")
+    results = json.loads(Path(args.out).read_text()) if args.only and Path(args.out).is_file() else {}
+    results.update({"machine": machine_name(), "torch": torch.__version__, "repeats": repeats})
+    for name in only:
+        results[name] = SECTIONS[name](repeats, args.quick)
     results["seconds"] = time.perf_counter() - started
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     print(markdown(results))

@@ -8,6 +8,7 @@
     nanogpt train --use student:attention --debug=inside --debug-layer 0   # the shapes inside your attention
     nanogpt train --resume runs/20250101-120000     # continue a run exactly where it stopped
     nanogpt train --log tensorboard --log wandb     # also to experiment trackers (docs/tracking.md)
+    nanogpt train --data input.txt --time 5m        # the best model this machine makes in five minutes
 
 Every default lives in `TrainSettings`; a flag left out keeps it (and, when resuming, keeps the checkpoint's value).
 """
@@ -22,8 +23,10 @@ from click.core import ParameterSource
 
 from nanogpt_cli.errors import EXIT_INTERRUPTED, remember_debug, remember_use
 from nanogpt_core.device import DEVICE_CHOICES
+from nanogpt_core.train.budget import PLANNED, parse_duration
 from nanogpt_core.train.distributed import Ranks
 from nanogpt_core.train.loop import train
+from nanogpt_core.train.run_log import format_duration
 from nanogpt_core.train.settings import TrainSettings, find_resume_checkpoint, resume_settings
 from nanogpt_core.train.trackers import TRACKERS
 
@@ -82,6 +85,10 @@ OPTIONS = [
 ]
 
 
+def _budget_seconds(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    return None if value is None else parse_duration(value)
+
+
 def _apply(options):
     def decorate(fn):
         for option in reversed(options):
@@ -103,7 +110,15 @@ def _apply(options):
 @click.option("--shuffle/--no-shuffle", "shuffle", default=None,
               help="Read the documents in a new seeded order every epoch, or always in stored order. "
                    "[default: shuffle]")
+@click.option("--time", "--time-budget", "time_budget", default=None, metavar="DURATION", callback=_budget_seconds,
+              help="Train for this wall-clock time (90s, 5m, 1h, 1h30m): measure this machine's speed, choose the "
+                   "model size, batch and steps that should reach the lowest validation loss in it (flags given are "
+                   "kept), print the choice and why, and end on time.")
 @click.option("--compile", "compile_", is_flag=True, default=None, help="torch.compile the model (needs a compiler).")
+@click.option("--bf16/--no-bf16", "bf16", default=None,
+              help="Run the forward pass under bf16 autocast (weights, gradients and optimizer state stay fp32). "
+                   "[default: on a CUDA GPU with bf16; off on a CPU, where it needs bf16 instructions (AVX512-BF16, "
+                   "AMX)]")
 @click.option("--debug", is_flag=False, flag_value="flow", default=None, metavar="[=stats|inside|inside,stats]",
               callback=remember_debug,
               help="Trace the component calls and shapes of the run's first forward; =stats adds tensor statistics; "
@@ -115,10 +130,12 @@ def _apply(options):
               help="Also log to an experiment tracker (repeatable; each needs its extra, e.g. pip install "
                    "'nanogpt[tensorboard]'). Under torchrun spell it --tracker. See docs/tracking.md.")
 @click.pass_context
-def train_command(ctx: click.Context, compile_: bool | None, resume: str | None, log: tuple[str, ...],
-                  **flags) -> None:
+def train_command(ctx: click.Context, compile_: bool | None, bf16: bool | None, time_budget: float | None,
+                  resume: str | None, log: tuple[str, ...], **flags) -> None:
     """Train a GPT (nanochat's base_train) and save checkpoints, samples, metrics and a loss plot."""
     flags["compile"] = compile_
+    flags["bf16"] = bf16
+    flags["time_budget"] = time_budget
     flags["log"] = list(log) if log else None  # not given: the default (none), or a resumed run's own trackers
     explicit = {name: value for name, value in flags.items()
                 if value is not None and ctx.get_parameter_source(_param(name)) is not ParameterSource.DEFAULT}
@@ -129,6 +146,7 @@ def train_command(ctx: click.Context, compile_: bool | None, resume: str | None,
         if resume == "auto":
             click.echo("Note: --resume auto found no checkpoint to continue; starting a new run.")
         settings = TrainSettings(**explicit)
+        settings.time_budget_fixed = [name for name in PLANNED if name in explicit]  # --time keeps the flags given
     try:
         result = train(settings, resume=checkpoint)
     except KeyboardInterrupt as exc:  # click would make it "Aborted." and exit 1; the shell's is 128 + the signal
@@ -139,8 +157,9 @@ def train_command(ctx: click.Context, compile_: bool | None, resume: str | None,
 
     if not Ranks.from_env().is_main:
         return  # under torchrun only rank 0 reports
-    click.echo(f"Done: {result.step} steps in {result.wall_time_s:.0f}s wall ({result.train_time_s:.0f}s training, "
-               f"{result.tokens_per_sec:,.0f} tok/s)" + _bpb_summary(result))
+    budget = f" of a {format_duration(settings.time_budget)} budget" if settings.time_budget else ""
+    click.echo(f"Done: {result.step} steps in {result.wall_time_s:.0f}s wall{budget} ({result.train_time_s:.0f}s "
+               f"training, {result.tokens_per_sec:,.0f} tok/s)" + _bpb_summary(result))
     if result.checkpoint is not None:
         click.echo(f"Checkpoint: {result.checkpoint}")
         click.echo(f"Sample it:  {shlex.join(['nanogpt', 'sample', str(result.run_dir), '--prompt', 'The'])}")

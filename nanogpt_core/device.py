@@ -1,9 +1,11 @@
 """Which device a run uses, how it computes there, and how fast that device could go (for MFU).
 
 Training runs in fp32 everywhere; on CUDA the forward pass runs under bf16 autocast as nanochat's does (weights,
-gradients and optimizer state stay fp32; the loss is computed in fp32). CPU and MPS stay in fp32: the forward pass
-is what a learner compares against, and bf16 only approximates it. Muon's Newton-Schulz iterations, which only need
-an approximate orthogonalisation, run in whichever of fp32 and bf16 this machine multiplies faster
+gradients and optimizer state stay fp32; the loss is computed in fp32). CPU and MPS stay in fp32 by default: the
+forward pass is what a learner compares against, and bf16 only approximates it. A CPU with bf16 instructions
+(AVX512-BF16, AMX) runs the forward in bf16 when asked (`--bf16`, or a time-budgeted run, `train.budget`); one
+without them would emulate bf16, slower than fp32, so it is refused there. Muon's Newton-Schulz iterations, which
+only need an approximate orthogonalisation, run in whichever of fp32 and bf16 this machine multiplies faster
 (`newton_schulz_dtype`). A GPU without native bf16 (V100, T4) trains in fp32 too rather than emulate bf16, which
 would be slower than fp32 there.
 """
@@ -11,8 +13,11 @@ would be slower than fp32 there.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import platform
 import statistics
+import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -79,14 +84,54 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
 
 
 def uses_bf16(device: torch.device) -> bool:
-    """True where training runs its matmuls in bf16: a CUDA GPU with native bf16 (Ampere and newer)."""
+    """True where training runs its matmuls in bf16 by default: a CUDA GPU with native bf16 (Ampere and newer)."""
     return device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False)
 
 
-def autocast_context(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA (nanochat's mixed precision); a no-op context elsewhere. Safe to enter repeatedly."""
-    if uses_bf16(device):
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of the x86 instructions that multiply bf16
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware: AVX512-BF16 or AMX on x86 (Linux's /proc/cpuinfo flags), BF16
+    on an Apple CPU (macOS's sysctl). torch's own check (`mkldnn._is_mkldnn_bf16_supported`) also says yes to any
+    AVX512 CPU, where bf16 is converted in software and a matmul is slower than in fp32."""
+    try:
+        flags = set()
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                flags.update(line.split(":", 1)[1].split())
+        return any(flag in flags for flag in BF16_CPU_FLAGS) or "bf16" in flags  # "bf16": ARM's Features line
+    except OSError:
+        pass
+    if platform.system() == "Darwin":
+        try:
+            out = subprocess.run(["sysctl", "-n", "hw.optional.arm.FEAT_BF16"], capture_output=True, text=True,
+                                 timeout=5)
+            return out.stdout.strip() == "1"
+        except (OSError, subprocess.SubprocessError):
+            return False
+    return False
+
+
+def check_bf16(device: torch.device) -> None:
+    """Refuse bf16 autocast (`--bf16`) where it would be emulated: a CPU without bf16 instructions, MPS, an old GPU."""
+    if device.type == "cuda" and uses_bf16(device):
+        return
+    if device.type == "cpu" and cpu_has_native_bf16():
+        return
+    reasons = {"cpu": "this CPU has no bf16 instructions (AVX512-BF16 or AMX)",
+               "cuda": "this GPU has no native bf16 (it is older than Ampere)"}
+    where = reasons.get(device.type, f"{device.type} runs no bf16 autocast here")
+    raise ConfigError(f"--bf16: {where}, so bf16 would be emulated, slower than fp32; drop --bf16 (or --no-bf16).")
+
+
+def autocast_context(device: torch.device, bf16: bool | None = None) -> contextlib.AbstractContextManager:
+    """The forward pass's precision: bf16 autocast when `bf16` (None: the device's default, bf16 on a CUDA GPU with
+    native bf16 as nanochat's mixed precision, fp32 elsewhere); a no-op context otherwise. Safe to enter
+    repeatedly."""
+    if uses_bf16(device) if bf16 is None else bf16:
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 

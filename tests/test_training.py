@@ -24,7 +24,7 @@ from nanogpt_core.train.loop import TrainingInterrupted, train
 from nanogpt_core.train.run_log import format_step_line, read_metrics
 from nanogpt_core.train.schedule import lr_multiplier, muon_momentum
 from nanogpt_core.train.settings import eval_steps, grad_accum_steps, resume_settings
-from nanogpt_core.train.step import accumulate_gradients, apply_schedule
+from nanogpt_core.train.step import accumulate_gradients, apply_schedule, clip_gradients
 
 # --- schedule, by hand -----------------------------------------------------------------------------------------
 
@@ -113,6 +113,21 @@ def test_grad_accum_steps_and_eval_steps():
     assert eval_steps(512, 1, 512) == 1
     assert eval_steps(100, 1, 512) == 1  # never zero
     assert eval_steps(8192, 8, 256) == 4
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 1e3, float("nan")])  # under the limit, at it, over it, broken
+def test_clipping_is_torchs_clip_grad_norm_bit_for_bit(scale):
+    torch.manual_seed(0)
+    ours, theirs = torch.nn.Linear(8, 8), torch.nn.Linear(8, 8)
+    for a, b in zip(ours.parameters(), theirs.parameters()):
+        a.grad = torch.randn_like(a) * scale
+        b.grad = a.grad.clone()
+    limit = torch.nn.utils.get_total_norm([p.grad for p in ours.parameters()]).item() if scale == 1.0 else 1.0
+    norm = clip_gradients(ours, limit)
+    expected = torch.nn.utils.clip_grad_norm_(theirs.parameters(), limit).item()
+    assert norm == expected or (math.isnan(norm) and math.isnan(expected))
+    for a, b in zip(ours.parameters(), theirs.parameters()):
+        assert torch.equal(a.grad, b.grad) or (a.grad.isnan().all() and b.grad.isnan().all())
 
 
 def test_accumulated_gradients_equal_one_big_batch():

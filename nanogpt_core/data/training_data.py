@@ -132,7 +132,9 @@ class TrainingData:
                 functools.partial(encode_documents, tokenizer=tokenizer)
             return StreamingLoader(train, encode, batch_size, seq_len, rank=rank, world_size=world_size,
                                    device=device, shuffle_seed=shuffle_seed)
-        if self.tokenized is not None:
+        if self.train_tokens is not None:  # a second loader (another batch size) reads the same tokens
+            pass
+        elif self.tokenized is not None:
             self.train_tokens = torch.from_numpy(self.tokenized.read_all("train"))
         else:
             self.train_tokens = tokenize_documents(self._documents[0], tokenizer)
@@ -157,6 +159,18 @@ class TrainingData:
             raise DataError(f"the held-out part of {self.source} has no text; add more data")
         self.num_val_tokens = len(tokens)
         return tokens
+
+    def train_chars(self) -> float:
+        """About how many characters the training part holds (a --time run sizes its tokenizer by it): counted in
+        memory; streamed, the files' bytes, a unit range its share of them (compressed parquet says less than it
+        holds, which only errs toward a smaller vocabulary)."""
+        if self.mode == MEMORY:
+            return float(sum(len(doc) for doc in self._documents[0]))
+        total = 0.0
+        for piece in self._parts[0]:
+            size = piece.reader.path.stat().st_size
+            total += size if piece.units is None else size * len(piece.units) / max(1, piece.reader.num_units())
+        return total
 
     # --- what the run says about its data --------------------------------------------------------------------------
 

@@ -67,6 +67,26 @@ def evaluate_bpb(model: torch.nn.Module, loader: Iterable, steps: int, token_byt
     return nats / (math.log(2) * nbytes)
 
 
+def text_bpb(model: torch.nn.Module, tokenizer: Tokenizer, text: str, seq_len: int, batch_size: int = 8) -> float:
+    """Bits per byte of `text`, every byte predicted exactly once: the text as one document (<|bos|> first) cut into
+    consecutive windows of `seq_len` targets, each window predicted from its own tokens (and the last token of the
+    window before). This is how a held-out text (tinyshakespeare's last 10%, `benchmarks/time_to_quality.py`) is
+    scored independently of any run's settings; it runs in the model's own precision (fp32 unless the caller
+    enters an autocast)."""
+    ids = torch.tensor(tokenizer.encode(text, prepend_bos=True), dtype=torch.int64)
+    token_bytes = tokenizer.token_bytes()
+    if int(token_bytes[ids[1:]].sum()) != len(text.encode("utf-8")):  # a special token's text, say
+        raise ValueError("the targets do not spell the text's bytes exactly once; is a special token in the text?")
+    device = model.get_device() if hasattr(model, "get_device") else next(model.parameters()).device
+    full = (len(ids) - 1) // seq_len
+    windows = [ids[i * seq_len:(i + 1) * seq_len + 1] for i in range(full)]
+    batches = [torch.stack(windows[i:i + batch_size]) for i in range(0, full, batch_size)]
+    if (len(ids) - 1) % seq_len:
+        batches.append(ids[full * seq_len:].unsqueeze(0))  # the tail: a shorter window
+    pairs = [(b[:, :-1].to(device), b[:, 1:].to(device)) for b in batches]
+    return evaluate_bpb(model, pairs, len(pairs), token_bytes)
+
+
 def validation_tokens(settings: TrainSettings, tokenizer: Tokenizer) -> torch.Tensor:
     """The token stream of the run's validation documents (`settings.data`, split as training splits it)."""
     _, val_docs = split_documents(load_documents(settings.data))
@@ -76,9 +96,9 @@ def validation_tokens(settings: TrainSettings, tokenizer: Tokenizer) -> torch.Te
 def validation_bpb(model: torch.nn.Module, val_tokens: torch.Tensor, settings: TrainSettings, ranks: Ranks,
                    device: torch.device, token_bytes: torch.Tensor) -> float:
     """Val bits per byte as training evaluates it: a fresh loader over `val_tokens` (so every evaluation sees the
-    same text), `eval_tokens` worth of batches split over the ranks, under the device's autocast."""
+    same text), `eval_tokens` worth of batches split over the ranks, in the run's precision (`settings.bf16`)."""
     loader = TokenLoader(val_tokens, settings.device_batch_size, settings.max_seq_len, rank=ranks.rank,
                          world_size=ranks.world_size, device=device)
     steps = eval_steps(settings.eval_tokens, settings.device_batch_size, settings.max_seq_len, ranks.world_size)
-    with autocast_context(device):
+    with autocast_context(device, settings.bf16):
         return evaluate_bpb(model, loader, steps, token_bytes)

@@ -35,6 +35,7 @@ combined over ranks, and rank 0 alone logs, samples and saves.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import random
@@ -43,7 +44,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,14 @@ from nanogpt_core.data.loader import TokenLoader
 from nanogpt_core.data.stream import StreamingLoader
 from nanogpt_core.data.tokenizer import DEFAULT_VOCAB_SIZE, TOKENIZER_DIR, Tokenizer, has_tokenizer, tokenizer_folder
 from nanogpt_core.data.training_data import TrainingData, open_training_data
-from nanogpt_core.device import autocast_context, configure_device, peak_flops, resolve_device, synchronize
+from nanogpt_core.device import (
+    autocast_context,
+    check_bf16,
+    configure_device,
+    peak_flops,
+    resolve_device,
+    synchronize,
+)
 from nanogpt_core.errors import CheckpointError, ConfigError, DataError, NanoGPTError, TrainingError
 from nanogpt_core.evals import evaluate_core, load_bundle
 from nanogpt_core.files import WRITE_FIXES, RunFolder, os_error_of, timestamped_folder, write_json_atomic
@@ -76,6 +84,7 @@ from nanogpt_core.io.checkpoint import (
 from nanogpt_core.model import trace
 from nanogpt_core.model.assembly import GPT, build_model, check_optimizer_coverage
 from nanogpt_core.train.bpb import validation_bpb
+from nanogpt_core.train.budget import Deadline, plan_run, vocab_for_text
 from nanogpt_core.train.distributed import (
     Ranks,
     barrier,
@@ -198,10 +207,11 @@ class Run:
     flops_per_token: int = 0  # for MFU, against the device's peak (None where MFU means nothing)
     peak_flops: float | None = None
     token_bytes: torch.Tensor | None = None  # bytes per token id, for bits per byte
+    deadline: Deadline | None = None  # --time: re-plans the step count so the run ends on time
 
     @property
     def autocast(self) -> contextlib.AbstractContextManager:
-        return autocast_context(self.device)
+        return autocast_context(self.device, self.settings.bf16)
 
 
 @dataclass(frozen=True)
@@ -245,7 +255,7 @@ def train(
     Under torchrun (WORLD_SIZE > 1 in the environment, or `ranks` given) this is one rank of a data-parallel run:
     it joins the process group for the run and leaves it at the end or on any error (`train.distributed`).
     """
-    wall_start = time.time()
+    wall_start, started = time.time(), time.perf_counter()
     ranks = ranks or Ranks.from_env()
     ckpt = resume if isinstance(resume, Checkpoint) or resume is None else load_checkpoint(resume)
     if ckpt is not None:
@@ -253,11 +263,13 @@ def train(
     # every flag checked, and the memory the model needs, before any folder, data, tokenizer or tensor
     config = validate_settings(settings, ranks.world_size, None if ckpt is None else ckpt.step)
     device = rank_device(resolve_device(settings.device), ranks)
+    if settings.bf16:
+        check_bf16(device)
     check_training_memory(settings, config if ckpt is None else ckpt.config, device, _processes_sharing(device, ranks),
                           resuming=ckpt is not None)
     configure_device(device)
     with _StopRequest() as stop, process_group(ranks, device), _claim_run_folder(settings, ckpt, ranks) as folder:
-        run = _prepare(settings, ckpt, folder, ranks, device, stream, progress_bar, sinks)
+        run = _prepare(settings, ckpt, folder, ranks, device, stream, progress_bar, sinks, started)
         stop.log = run.log
         try:
             if ckpt is not None:
@@ -310,8 +322,10 @@ def _write_failure(exc: Exception, run: Run) -> CheckpointError | None:
 
 
 def _prepare(settings: TrainSettings, ckpt: Checkpoint | None, folder: RunFolder | None, ranks: Ranks,
-             device: torch.device, stream, progress_bar: bool | None, sinks: Sequence[MetricSink] = ()) -> Run:
-    """The run folder, the data and the tokenizer, the model and optimizers (the settings are checked already)."""
+             device: torch.device, stream, progress_bar: bool | None, sinks: Sequence[MetricSink] = (),
+             started: float | None = None) -> Run:
+    """The run folder, the data and the tokenizer, the plan of a --time run (from `started`, the perf_counter at
+    which the run began), the model and optimizers (the settings are checked already)."""
     resumed_from = ckpt.path if ckpt is not None else None
     run_dir = Path(broadcast_from_main(str(folder.path) if folder is not None else ""))  # rank 0's folder everywhere
     if ckpt is None and _has_checkpoint(run_dir):
@@ -333,6 +347,11 @@ def _prepare(settings: TrainSettings, ckpt: Checkpoint | None, folder: RunFolder
     # a resumed run reads its data the way the checkpoint's loader did (in memory or streamed), whatever the size
     saved_kind = _saved_loader_kind(ckpt, ranks)
     data = open_training_data(settings.data, stream=settings.stream if ckpt is None else saved_kind == "stream")
+    if ckpt is None and settings.time_budget is not None and settings.vocab_size is None \
+            and not (settings.tokenizer or data.tokenizer_dir or has_tokenizer(run_dir / TOKENIZER_DIR)):
+        settings = replace(settings, vocab_size=vocab_for_text(data.train_chars()))  # --time: its own tokenizer
+        log.note(f"Budget: a tokenizer of {settings.vocab_size:,} tokens for ~{data.train_chars():,.0f} characters of "
+                 f"training text (about their square root: a small text has few tokens worth a vocabulary entry).")
     if ckpt is not None:
         tokenizer = load_tokenizer(ckpt)
     else:  # rank 0 trains (or finds) and saves the tokenizer; the others then load the very files it wrote
@@ -341,9 +360,23 @@ def _prepare(settings: TrainSettings, ckpt: Checkpoint | None, folder: RunFolder
         barrier()
         if not ranks.is_main:
             tokenizer = _choose_tokenizer(settings, run_dir, data, log, ranks)
-    train_loader = data.train_loader(tokenizer, settings.device_batch_size, settings.max_seq_len, rank=ranks.rank,
-                                     world_size=ranks.world_size, device=device,
-                                     shuffle_seed=settings.seed if settings.shuffle else None)
+    def make_loader(batch_size: int) -> TokenLoader | StreamingLoader:
+        return data.train_loader(tokenizer, batch_size, settings.max_seq_len, rank=ranks.rank,
+                                 world_size=ranks.world_size, device=device,
+                                 shuffle_seed=settings.seed if settings.shuffle else None)
+
+    train_loader = make_loader(settings.device_batch_size)
+    deadline = None
+    if settings.time_budget is not None and ckpt is None:  # a resumed run finishes the steps it planned
+        # streamed data is taken to be large enough that a budget run never repeats it
+        unique = len(data.train_tokens) if data.train_tokens is not None else math.inf
+        planned_from = settings
+        settings, deadline = _plan_budget(settings, unique, tokenizer.vocab_size, device, ranks, log,
+                                          time.perf_counter() if started is None else started)
+        accum = grad_accum_steps(settings.total_batch_size, settings.device_batch_size, settings.max_seq_len,
+                                 ranks.world_size)
+        if settings.device_batch_size != planned_from.device_batch_size:
+            train_loader = make_loader(settings.device_batch_size)  # in memory: the same tokens, not re-tokenized
     n_eval = eval_steps(settings.eval_tokens, settings.device_batch_size, settings.max_seq_len, ranks.world_size)
     val_tokens = data.val_tokens(tokenizer, n_eval * ranks.world_size * settings.device_batch_size
                                  * settings.max_seq_len + 1)  # streamed data: read what the evaluations use
@@ -361,7 +394,27 @@ def _prepare(settings: TrainSettings, ckpt: Checkpoint | None, folder: RunFolder
         optimizers = model.setup_optimizers(**settings.optimizer_lrs())
     check_optimizer_coverage(model, optimizers)  # a parameter in no group would silently never train
     return Run(settings, ranks, device, run_dir, log, tokenizer, data.train_tokens, val_tokens, model, optimizers,
-               train_loader, accum, resumed_from, folder=folder, data=data)
+               train_loader, accum, resumed_from, folder=folder, data=data, deadline=deadline)
+
+
+def _plan_budget(settings: TrainSettings, unique_tokens: float, vocab_size: int, device: torch.device, ranks: Ranks,
+                 log: RunLog, started: float) -> tuple[TrainSettings, Deadline]:
+    """--time: rank 0 measures and plans (`train.budget`), every rank trains by its plan, and the Deadline keeps
+    the run to the budget counted from `started`."""
+    end = started + settings.time_budget
+    text = ""
+    if ranks.is_main:
+        plan = plan_run(settings, unique_tokens, vocab_size, device, end - time.perf_counter(),
+                        _processes_sharing(device, ranks))
+        for line in plan.lines:
+            log.note(line)
+        text = json.dumps({"settings": plan.settings.to_dict(), "end_reserve_s": plan.end_reserve_s})
+    planned = json.loads(broadcast_from_main(text))
+    settings = TrainSettings.from_dict(planned["settings"])
+    log.num_iterations = settings.num_iterations
+    agree = (lambda n: int(broadcast_from_main(str(n)))) if ranks.is_distributed else None
+    return settings, Deadline(settings, end, planned["end_reserve_s"], agree=agree)
+
 
 def _settings_hooks(run: Run) -> list[StepHook]:
     """The step hooks the settings ask for: the CORE metric (--core-metric-every) and attention grids
@@ -606,13 +659,18 @@ def _loop(run: Run, stop: _StopRequest, on_step: Callable[[int, dict[str, Any]],
             # (a component that fails in its forward fails there first, and its trace is what the learner needs)
             first_forward.enter_context(trace.tracing(run.model, s.debug, layer=s.debug_layer))
             while True:
+                if run.deadline is not None:
+                    _keep_to_deadline(run, step)
                 last_step = step == s.num_iterations
                 signum = max_over_ranks(stop.signum or 0, run.device)  # every rank stops at the same step boundary
                 if signum:
                     raise KeyboardInterrupt
                 # evaluate (every rank takes part), sample and save (rank 0), as nanochat's loop does
                 if _evaluates_at(run, step):
+                    t0 = time.perf_counter()
                     bpb = _evaluate(run)
+                    if run.deadline is not None:
+                        run.deadline.observe_eval(time.perf_counter() - t0)
                     log.metrics({"type": "eval", "step": step, "val_bpb": bpb, "train_time_s": loop["train_time_s"]})
                     log.note(f"step {step:05d} | val bpb {bpb:.4f}")
                 if ranks.is_main and (last_step or (s.sample_every > 0 and step > 0 and step % s.sample_every == 0)):
@@ -652,6 +710,20 @@ def _loop(run: Run, stop: _StopRequest, on_step: Callable[[int, dict[str, Any]],
         log.stop()
     _finish(run, result, step)
     return result
+
+
+def _keep_to_deadline(run: Run, step: int) -> None:
+    """--time: at a step boundary, the step count re-planned from the run's own speed (said when it moves by 5% or
+    more since it was last said)."""
+    new = run.deadline.boundary(step)
+    if new is None:
+        return
+    run.log.num_iterations = new
+    said = run.deadline.said
+    if abs(new - said) >= 0.05 * said:
+        run.deadline.said = new
+        run.log.note(f"Budget: {new:,} steps instead of {said:,}, at {1000 * run.deadline.step_s:.0f} ms a step "
+                     f"(measured over the last steps) to end on time.")
 
 
 def _core_hooks(run: Run) -> list[StepHook]:
@@ -715,6 +787,8 @@ def _finish(run: Run, result: TrainResult, step: int) -> None:
         result.peak_memory_mib = torch.cuda.max_memory_allocated(run.device) / 2**20
         run.log.note(f"Peak GPU memory: {result.peak_memory_mib:,.0f} MiB (torch.cuda.max_memory_allocated, "
                      f"rank 0)")
+    if run.deadline is not None and run.ranks.is_main:  # config.json: the step count the run re-planned and took
+        write_json_atomic(run.run_dir / CONFIG_FILE, _config_record(run))
     result.step = step
     result.val_bpb = run.loop["val_bpb"]
     result.first_val_bpb = run.loop["first_val_bpb"]

@@ -48,6 +48,10 @@ class TrainSettings:
     device_batch_size: int = 4  # x 256 x 4096 vocab: the logits stay under glibc's 32 MB mmap threshold on CPU
     total_batch_size: int = 4096
     num_iterations: int = 450  # ~0.55 s a step on 2 idle CPU cores (fp32 Muon): about 4-5 minutes in all
+    # a wall-clock budget for the whole run (--time 5m): measured and planned by `train.budget`, which then
+    # chooses the settings it names in PLANNED, except those in time_budget_fixed (the flags given)
+    time_budget: float | None = None  # seconds
+    time_budget_fixed: list[str] = field(default_factory=list)
     # optimisation (nanochat's defaults)
     embedding_lr: float = 0.2
     unembedding_lr: float = 0.004
@@ -75,6 +79,7 @@ class TrainSettings:
     device: str = "auto"
     seed: int = 42
     compile: bool = False
+    bf16: bool | None = None  # the forward under bf16 autocast; None: on a CUDA GPU with bf16, else off
     debug: str | None = None  # a --debug mode: "flow", "stats", "inside" or "inside,stats"
     debug_layer: int | None = None  # --debug-layer N: the trace of layer N only (alone, it implies --debug)
     log: list[str] = field(default_factory=list)  # experiment trackers: "tensorboard", "wandb", "trackio"
@@ -156,6 +161,7 @@ def validate_settings(settings: TrainSettings, world_size: int = 1, start_step: 
             raise ConfigError(f"--{_dashed(name)} must be a number of steps, or -1 for only at the end; got "
                               f"{value!r}.")
     check_seed(settings.seed)
+    _check_time_budget(settings, start_step)
     if settings.vocab_size is not None and (not _is_int(settings.vocab_size) or settings.vocab_size < MIN_VOCAB_SIZE):
         raise ConfigError(f"--vocab-size must be at least {MIN_VOCAB_SIZE} (256 byte tokens + the special tokens), "
                           f"got {settings.vocab_size!r}; try --vocab-size {DEFAULT_VOCAB_SIZE}.")
@@ -174,6 +180,23 @@ def validate_settings(settings: TrainSettings, world_size: int = 1, start_step: 
     config = model_config(settings, settings.vocab_size or DEFAULT_VOCAB_SIZE)
     trace.check_layer(settings.debug_layer, config.n_layer)
     return config
+
+
+MIN_BUDGET_S = 10.0  # --time: less leaves nothing to train after measuring the machine
+
+
+def _check_time_budget(settings: TrainSettings, start_step: int | None) -> None:
+    """--time is a positive number of seconds that plans a new run; the number of steps is then the plan's."""
+    if settings.time_budget is None:
+        return
+    if not _is_number(settings.time_budget) or not settings.time_budget >= MIN_BUDGET_S:
+        raise ConfigError(f"--time must be at least {MIN_BUDGET_S:g} seconds, got {settings.time_budget!r}; try "
+                          f"--time 5m.")
+    unknown = sorted(set(settings.time_budget_fixed) - {f.name for f in fields(TrainSettings)})
+    if unknown:
+        raise ConfigError(f"time_budget_fixed lists settings given explicitly; {unknown} are not settings.")
+    if "num_iterations" in settings.time_budget_fixed:
+        raise ConfigError("--time chooses the number of steps itself; give --time or --num-iterations, not both.")
 
 
 def check_training_memory(settings: TrainSettings, config: GPTConfig, device: torch.device, copies: int = 1,
@@ -297,6 +320,9 @@ def resume_settings(checkpoint: Checkpoint | str | Path, overrides: dict[str, An
     if not isinstance(saved, dict):
         raise CheckpointError(f"{ckpt.path} has no training state (state.json with settings); it cannot be resumed.")
     settings = TrainSettings.from_dict(saved)
+    if overrides.get("time_budget") is not None:
+        raise CheckpointError("--time plans a new run; a resumed run trains the steps its checkpoint planned (drop "
+                              "--time, or train further with a larger --num-iterations).")
     for name, value in overrides.items():
         if name in RESUME_FIXED and comparable(name, value) != comparable(name, getattr(settings, name)):
             raise CheckpointError(f"--{name.replace('_', '-')} {value} differs from the checkpoint's "

@@ -69,9 +69,25 @@ def optimizer_step(model: torch.nn.Module, optimizers: Sequence[torch.optim.Opti
     every optimizer and free the gradients. Returns (lr multiplier, gradient norm before clipping or None)."""
     grad_norm = None
     if settings.grad_clip > 0:
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip).item()
+        grad_norm = clip_gradients(model, settings.grad_clip)
     lrm = apply_schedule(optimizers, step, settings)
     for opt in optimizers:
         opt.step()
     model.zero_grad(set_to_none=True)
     return lrm, grad_norm
+
+
+def clip_gradients(model: torch.nn.Module, max_norm: float) -> float:
+    """`torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)`, bit for bit, returning the norm before clipping.
+
+    torch multiplies every gradient by min(max_norm / (norm + 1e-6), 1) even when that is 1, so as never to read
+    the norm on the host. The loop reads it anyway (it is logged), so here the multiply by exactly one, a pass over
+    every gradient that changes nothing, is skipped; any other factor (NaN included) is applied as torch does."""
+    params = [p for p in model.parameters() if p.grad is not None]
+    if not params:
+        return 0.0
+    total = torch.nn.utils.get_total_norm([p.grad for p in params])
+    factor = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+    if factor.item() != 1.0:
+        torch.nn.utils.clip_grads_with_norm_(params, max_norm, total)
+    return total.item()
