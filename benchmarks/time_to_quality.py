@@ -31,6 +31,9 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).parent))
+from run import machine_name  # noqa: E402
+
 from nanogpt_core.data.download import download_dataset
 from nanogpt_core.io.checkpoint import latest_checkpoint, load_model
 from nanogpt_core.train.bpb import text_bpb
@@ -110,18 +113,6 @@ def markdown(results: dict) -> str:
                      f"{precision}{compiled} | {r['steps']} x {r['total_batch_size']:,} | {r['wall_s']:.0f} s | "
                      f"{r['held_out_bpb']:.3f} | {r['load_before']:.1f} -> {r['load_after']:.1f} |")
     return "\n".join(lines)
-
-
-def machine_name() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {torch.get_num_threads()} threads"
 
 
 def main() -> None:
