@@ -209,13 +209,16 @@ def test_every_rank_takes_rank_zeros_count():
 
 
 def test_a_time_budgeted_run_plans_says_why_and_keeps_to_its_plan(tiny_corpus, tiny_tokenizer, tmp_path):  # noqa: F811
-    settings = tiny_settings(tiny_corpus, tiny_tokenizer, tmp_path / "run", time_budget=10,
+    # no tokenizer given: the run trains its own, of about sqrt(characters) tokens (the tiny corpus: ~160k -> 512)
+    settings = tiny_settings(tiny_corpus, None, tmp_path / "run", time_budget=10,
                              time_budget_fixed=["compile", "bf16"], compile=False, bf16=False)
     out = io.StringIO()
     result = train(settings, stream=out)
     text = out.getvalue()
     assert "Budget:" in text and "<- chosen" in text and "re-planned" in text
+    assert "Budget: a tokenizer of 512 tokens" in text
     config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["tokenizer"]["vocab_size"] == 512 == config["model"]["vocab_size"]
     planned = config["training"]
     assert planned["time_budget"] == 10 and planned["num_iterations"] == result.step  # re-planned count kept
     assert planned["depth"] == config["model"]["n_layer"]
