@@ -21,6 +21,7 @@ hits both sides alike.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import resource
@@ -72,9 +73,11 @@ def interleaved_medians(candidates: dict[str, Callable[[], None]], repeats: int,
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
-def train_step_fn(model, loss_fn, optimizers, idx, targets) -> Callable[[], None]:
+def train_step_fn(model, loss_fn, optimizers, idx, targets, precision=contextlib.nullcontext) -> Callable[[], None]:
+    """One train step: the loss (computed under `precision()`, e.g. an autocast), backward, every optimizer."""
     def step() -> None:
-        loss = loss_fn(idx, targets)
+        with precision():
+            loss = loss_fn(idx, targets)
         loss.backward()
         for opt in optimizers:
             opt.step()
@@ -200,24 +203,13 @@ def bench_precision_and_compile(depth: int, batch: int, seq: int, repeats: int) 
         model = build_model(cfg, device=device)
         model.init_weights()
         forward = torch.compile(model, dynamic=False) if compiled else model
-        steps[name] = _precision_step(model, forward, model.setup_optimizers(), idx, device, bf16)
+        steps[name] = train_step_fn(model, forward, model.setup_optimizers(), idx, idx,
+                                    precision=lambda bf16=bf16: autocast_context(device, bf16))
     t0 = time.perf_counter()
     med = interleaved_medians(steps, repeats=repeats, warmup=2)  # the warm-up compiles
     base = med["eager fp32"]
     return {"depth": depth, "batch": batch, "seq": seq, "ms": {name: 1000 * t for name, t in med.items()},
             "ratio": {name: t / base for name, t in med.items()}, "seconds": time.perf_counter() - t0}
-
-
-def _precision_step(model, forward, optimizers, idx, device, bf16: bool) -> Callable[[], None]:
-    def step() -> None:
-        with autocast_context(device, bf16):
-            loss = forward(idx, idx)
-        loss.backward()
-        for opt in optimizers:
-            opt.step()
-        model.zero_grad(set_to_none=True)
-
-    return step
 
 
 def peak_rss_mb() -> float:

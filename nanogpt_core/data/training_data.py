@@ -132,9 +132,7 @@ class TrainingData:
                 functools.partial(encode_documents, tokenizer=tokenizer)
             return StreamingLoader(train, encode, batch_size, seq_len, rank=rank, world_size=world_size,
                                    device=device, shuffle_seed=shuffle_seed)
-        if self.train_tokens is not None:  # a second loader (another batch size) reads the same tokens
-            pass
-        elif self.tokenized is not None:
+        if self.tokenized is not None:
             self.train_tokens = torch.from_numpy(self.tokenized.read_all("train"))
         else:
             self.train_tokens = tokenize_documents(self._documents[0], tokenizer)

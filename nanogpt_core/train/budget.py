@@ -44,8 +44,8 @@ from nanogpt_core.train.schedule import lr_multiplier
 from nanogpt_core.train.settings import MIN_BUDGET_S, TrainSettings, eval_steps, model_config
 
 # What a plan chooses unless the command line fixed it
-PLANNED = ("vocab_size", "depth", "device_batch_size", "total_batch_size", "num_iterations", "eval_every", "compile",
-           "bf16", "warmdown_ratio")
+PLANNED = ("vocab_size", "depth", "total_batch_size", "num_iterations", "eval_every", "compile", "bf16",
+           "warmdown_ratio")
 MAX_DEPTH = 12
 # The share of the steps the learning rate decays over. Longer than nanochat's 0.2 (its runs see each token once):
 # over 3 passes of tinyshakespeare at depth 4, 0.2 gave 2.111 bits per byte held out, 0.5 2.083

@@ -44,7 +44,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -347,11 +347,6 @@ def _prepare(settings: TrainSettings, ckpt: Checkpoint | None, folder: RunFolder
     # a resumed run reads its data the way the checkpoint's loader did (in memory or streamed), whatever the size
     saved_kind = _saved_loader_kind(ckpt, ranks)
     data = open_training_data(settings.data, stream=settings.stream if ckpt is None else saved_kind == "stream")
-    if ckpt is None and settings.time_budget is not None and settings.vocab_size is None \
-            and not (settings.tokenizer or data.tokenizer_dir or has_tokenizer(run_dir / TOKENIZER_DIR)):
-        settings = replace(settings, vocab_size=vocab_for_text(data.train_chars()))  # --time: its own tokenizer
-        log.note(f"Budget: a tokenizer of {settings.vocab_size:,} tokens for ~{data.train_chars():,.0f} characters of "
-                 f"training text (about their square root: a small text has few tokens worth a vocabulary entry).")
     if ckpt is not None:
         tokenizer = load_tokenizer(ckpt)
     else:  # rank 0 trains (or finds) and saves the tokenizer; the others then load the very files it wrote
@@ -360,23 +355,18 @@ def _prepare(settings: TrainSettings, ckpt: Checkpoint | None, folder: RunFolder
         barrier()
         if not ranks.is_main:
             tokenizer = _choose_tokenizer(settings, run_dir, data, log, ranks)
-    def make_loader(batch_size: int) -> TokenLoader | StreamingLoader:
-        return data.train_loader(tokenizer, batch_size, settings.max_seq_len, rank=ranks.rank,
-                                 world_size=ranks.world_size, device=device,
-                                 shuffle_seed=settings.seed if settings.shuffle else None)
-
-    train_loader = make_loader(settings.device_batch_size)
+    train_loader = data.train_loader(tokenizer, settings.device_batch_size, settings.max_seq_len, rank=ranks.rank,
+                                     world_size=ranks.world_size, device=device,
+                                     shuffle_seed=settings.seed if settings.shuffle else None)
     deadline = None
     if settings.time_budget is not None and ckpt is None:  # a resumed run finishes the steps it planned
-        # streamed data is taken to be large enough that a budget run never repeats it
+        # the plan keeps the micro-batch (so this loader) and chooses how many make a step; streamed data is taken
+        # to be large enough that a budget run never repeats it
         unique = len(data.train_tokens) if data.train_tokens is not None else math.inf
-        planned_from = settings
         settings, deadline = _plan_budget(settings, unique, tokenizer.vocab_size, device, ranks, log,
                                           time.perf_counter() if started is None else started)
         accum = grad_accum_steps(settings.total_batch_size, settings.device_batch_size, settings.max_seq_len,
                                  ranks.world_size)
-        if settings.device_batch_size != planned_from.device_batch_size:
-            train_loader = make_loader(settings.device_batch_size)  # in memory: the same tokens, not re-tokenized
     n_eval = eval_steps(settings.eval_tokens, settings.device_batch_size, settings.max_seq_len, ranks.world_size)
     val_tokens = data.val_tokens(tokenizer, n_eval * ranks.world_size * settings.device_batch_size
                                  * settings.max_seq_len + 1)  # streamed data: read what the evaluations use
@@ -457,6 +447,11 @@ def _choose_tokenizer(settings: TrainSettings, run_dir: Path, data: TrainingData
         log.note(f"Tokenizer: reusing {own} (vocab {tokenizer.vocab_size})")
         return tokenizer
     vocab_size = settings.vocab_size or DEFAULT_VOCAB_SIZE
+    if settings.vocab_size is None and settings.time_budget is not None:  # --time sizes the tokenizer to the text
+        chars = data.train_chars()
+        vocab_size = vocab_for_text(chars)
+        log.note(f"Budget: a tokenizer of {vocab_size:,} tokens for ~{chars:,.0f} characters of training text (about "
+                 f"their square root: a small text has few tokens worth a vocabulary entry).")
     t0 = time.time()
     tokenizer = Tokenizer.train(data.tokenizer_texts(), vocab_size)  # deterministic: every rank trains the same
     if ranks.is_main:
